@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Installs yolo_lrm and its dependencies into the current Python environment.
+# torch: where none is installed, take torch==2.13.0 (CPU build; a bare `torch` requirement would pull a
+# multi-GB CUDA build). An existing torch (e.g. your CUDA build) is kept.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if ! "$PY" -c "import torch" >/dev/null 2>&1; then
+    "$PY" -m pip install -q "torch==2.13.0"
+fi
+"$PY" -m pip install -q -e ".[test,plots]"

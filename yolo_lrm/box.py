@@ -1,0 +1,67 @@
+"""Box geometry in torch: conversions, Darknet's IoU, and a vectorised greedy suppression shared by NMS and LRM."""
+from __future__ import annotations
+
+import torch
+
+
+def cxcywh_to_xyxy(b: torch.Tensor) -> torch.Tensor:
+    """(..., 4) centre/size boxes to corner boxes."""
+    cx, cy, w, h = b.unbind(-1)
+    return torch.stack((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), -1)
+
+
+def xyxy_to_cxcywh(b: torch.Tensor) -> torch.Tensor:
+    """(..., 4) corner boxes to centre/size boxes."""
+    x1, y1, x2, y2 = b.unbind(-1)
+    return torch.stack(((x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1), -1)
+
+
+def iou_cxcywh(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Darknet's `box_iou` on broadcastable (..., 4) centre/size boxes (no +1 pixel convention)."""
+    ow = torch.minimum(a[..., 0] + a[..., 2] / 2, b[..., 0] + b[..., 2] / 2) - \
+        torch.maximum(a[..., 0] - a[..., 2] / 2, b[..., 0] - b[..., 2] / 2)
+    oh = torch.minimum(a[..., 1] + a[..., 3] / 2, b[..., 1] + b[..., 3] / 2) - \
+        torch.maximum(a[..., 1] - a[..., 3] / 2, b[..., 1] - b[..., 3] / 2)
+    inter = ow.clamp(min=0) * oh.clamp(min=0)
+    union = a[..., 2] * a[..., 3] + b[..., 2] * b[..., 3] - inter
+    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter))
+
+
+def pairwise_iou_cxcywh(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU of every box in a (..., N, 4) with every box in b (..., M, 4): (..., N, M)."""
+    return iou_cxcywh(a.unsqueeze(-2), b.unsqueeze(-3))
+
+
+def greedy_keep(suppresses: torch.Tensor, candidate: torch.Tensor | None = None) -> torch.Tensor:
+    """Greedy suppression without a Python loop over boxes.
+
+    `suppresses[..., i, j]` (bool, N x N) says that box i, if kept, removes box j; boxes are in priority order and
+    only `i < j` entries are used.  Returns the (..., N) keep mask of the sequential greedy rule
+    `keep[j] = candidate[j] and not any(keep[i] and suppresses[i, j] for i < j)`, found as the fixed point of that
+    equation (each round settles at least one more box; rounds needed = the longest suppression chain, a few in
+    practice).
+    """
+    n = suppresses.shape[-1]
+    upper = torch.ones(n, n, dtype=torch.bool, device=suppresses.device).triu(1)
+    s = (suppresses & upper).to(torch.float32)
+    cand = torch.ones(suppresses.shape[:-1], dtype=torch.bool, device=s.device) if candidate is None else candidate
+    s = s * cand.unsqueeze(-1).to(s.dtype)  # non-candidates suppress nobody
+    keep = cand.clone()
+    for _ in range(n + 1):
+        hit = (keep.to(s.dtype).unsqueeze(-2) @ s).squeeze(-2) > 0
+        new = cand & ~hit
+        if torch.equal(new, keep):
+            break
+        keep = new
+    return keep
+
+
+def nms(boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, iou_thresh: float,
+        max_candidates: int = 4096) -> torch.Tensor:
+    """Class-wise NMS as Darknet's `do_nms_sort`: per class, by score descending, a box is removed by a kept box of
+    the same class with IoU > iou_thresh (strict).  boxes (N, 4) cx,cy,w,h; returns kept indices, best first.
+    Ties keep the lower index first (stable sort); only the `max_candidates` best boxes are considered."""
+    order = torch.sort(scores, descending=True, stable=True).indices[:max_candidates]
+    b, c = boxes[order], classes[order]
+    sup = (pairwise_iou_cxcywh(b, b) > iou_thresh) & (c.unsqueeze(1) == c.unsqueeze(0))
+    return order[greedy_keep(sup)]
