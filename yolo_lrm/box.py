@@ -56,12 +56,26 @@ def greedy_keep(suppresses: torch.Tensor, candidate: torch.Tensor | None = None)
     return keep
 
 
-def nms(boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, iou_thresh: float,
-        max_candidates: int = 4096) -> torch.Tensor:
+def nms(boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, iou_thresh: float) -> torch.Tensor:
     """Class-wise NMS as Darknet's `do_nms_sort`: per class, by score descending, a box is removed by a kept box of
     the same class with IoU > iou_thresh (strict).  boxes (N, 4) cx,cy,w,h; returns kept indices, best first.
-    Ties keep the lower index first (stable sort); only the `max_candidates` best boxes are considered."""
-    order = torch.sort(scores, descending=True, stable=True).indices[:max_candidates]
-    b, c = boxes[order], classes[order]
-    sup = (pairwise_iou_cxcywh(b, b) > iou_thresh) & (c.unsqueeze(1) == c.unsqueeze(0))
-    return order[greedy_keep(sup)]
+    Ties keep the lower index first (stable sort).  Classes are processed together as a padded batch, so the work is
+    (classes x per-class count^2), never (all pairs)^2."""
+    if len(scores) == 0:
+        return torch.zeros(0, dtype=torch.long, device=scores.device)
+    # group by class, best first inside each class (two stable sorts keep index order on ties)
+    order = torch.sort(scores, descending=True, stable=True).indices
+    order = order[torch.sort(classes[order], stable=True).indices]
+    cls_sorted = classes[order]
+    uniq, counts = torch.unique_consecutive(cls_sorted, return_counts=True)
+    starts = torch.cumsum(counts, 0) - counts
+    group = torch.repeat_interleave(torch.arange(len(uniq), device=scores.device), counts)
+    slot = torch.arange(len(order), device=scores.device) - starts[group]
+    m = int(counts.max())
+    padded = boxes.new_zeros(len(uniq), m, 4)
+    valid = torch.zeros(len(uniq), m, dtype=torch.bool, device=scores.device)
+    padded[group, slot] = boxes[order]
+    valid[group, slot] = True
+    keep = greedy_keep(pairwise_iou_cxcywh(padded, padded) > iou_thresh, valid)
+    kept = order[keep[group, slot]].sort().values  # index order, so ties below stay lower-index first
+    return kept[torch.sort(scores[kept], descending=True, stable=True).indices]

@@ -303,6 +303,7 @@ DATA_KEYS: dict[str, tuple[Callable[[str], Any], Any]] = {
     'annotations': (_str, ''),   # VOC XML folder for VOC-style scoring of `valid`
     'kitti_labels': (_str, ''),  # KITTI label_2 folder for the official KITTI protocol
     'map': (_str, ''),
+    'generate': (_str, ''),      # a built-in dataset to generate on first use (yolo_lrm.data.prepare_data)
 }
 _DATA_PATH_KEYS = ('train', 'valid', 'test', 'names', 'backup', 'results', 'annotations', 'kitti_labels', 'map')
 

@@ -1,13 +1,15 @@
 """Build a YOLOv2 `nn.Module` from a Darknet `.cfg`: `Darknet(cfg)(x)` returns the raw feature map F."""
 from __future__ import annotations
 
+import contextlib
+import copy
 import os
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .cfg import Cfg, CfgError, Section, parse_cfg
+from .cfg import Cfg, CfgError, Section, apply_overrides, parse_cfg
 from .layers import ConvBlock, GlobalAvgPool, MaxPool, Region, Reorg, Route, Shortcut
 
 
@@ -31,10 +33,11 @@ class Darknet(nn.Module):
 
     def __init__(self, cfg: str | os.PathLike | Cfg, overrides: list[str] | None = None):
         super().__init__()
-        self.cfg = cfg if isinstance(cfg, Cfg) else parse_cfg(cfg, overrides)
-        if isinstance(cfg, Cfg) and overrides:
-            from .cfg import apply_overrides
-            apply_overrides(self.cfg, overrides)
+        if isinstance(cfg, Cfg):
+            self.cfg = copy.deepcopy(cfg) if overrides else cfg  # never change the caller's Cfg
+            apply_overrides(self.cfg, overrides or [])
+        else:
+            self.cfg = parse_cfg(cfg, overrides)
         net = self.cfg.net
         self.width, self.height, self.channels = net['width'], net['height'], net['channels']
         self.layers = nn.ModuleList()
@@ -207,7 +210,11 @@ class Darknet(nn.Module):
     # --------------------------------------------------------------------------------------------- summary
     def summary(self, size: int | None = None, file=None) -> float:
         """Print Darknet's layer table at `size` (default: the cfg's) and return the total BFLOPs."""
-        info = self.info if size is None else Darknet(self._resized_cfg(size)).info
+        if size is None:
+            info = self.info
+        else:
+            with torch.device('meta'):  # shapes only: skip allocating and initialising weights
+                info = Darknet(self._resized_cfg(size)).info
         lines = ['layer     filters    size              input                output']
         total = 0.0
         for li in info:
@@ -229,10 +236,20 @@ class Darknet(nn.Module):
         return total / 1e9
 
     def _resized_cfg(self, size: int) -> Cfg:
-        import copy
         cfg = copy.deepcopy(self.cfg)
         cfg.net.options['width'] = cfg.net.options['height'] = size
         return cfg
+
+
+def inference_autocast(device: torch.device | str, enabled: bool = True,
+                       dtype: torch.dtype = torch.float16) -> contextlib.AbstractContextManager:
+    """Mixed precision for CUDA inference (`with inference_autocast(x.device): F = net(x).float()`).
+
+    On any other device it does nothing, so the CPU path stays bit-identical to plain float32.
+    """
+    if enabled and torch.device(device).type == 'cuda':
+        return torch.autocast('cuda', dtype=dtype)
+    return contextlib.nullcontext()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,112 @@
+"""k-means anchors (1 - IoU) and the label readers."""
+import numpy as np
+import pytest
+
+from yolo_lrm.anchors import (LabelError, calc_anchors, iou_wh, letterboxed, main as anchors_main, mean_iou,
+                              read_darknet_labels, read_kitti)
+
+
+def test_iou_of_corner_aligned_boxes_by_hand():
+    boxes = np.array([[2.0, 1.0], [1.0, 1.0]])
+    anchors = np.array([[1.0, 2.0], [2.0, 1.0]])
+    # (2x1 vs 1x2): overlap 1x1 = 1, union 2 + 2 - 1 = 3; identical boxes: 1; (1x1 inside 1x2): 1/2
+    np.testing.assert_allclose(iou_wh(boxes, anchors), [[1 / 3, 1.0], [0.5, 0.5]])
+    assert mean_iou(boxes, anchors) == pytest.approx((1.0 + 0.5) / 2)
+
+
+def test_kmeans_recovers_known_shapes():
+    rng = np.random.default_rng(1)
+    shapes = np.array([[0.05, 0.1], [0.2, 0.15], [0.1, 0.4], [0.5, 0.3], [0.8, 0.8]])
+    boxes = np.concatenate([s * rng.uniform(0.95, 1.05, size=(300, 2)) for s in shapes])
+    anchors, iou = calc_anchors(boxes, 5, size=416, seed=3)
+    np.testing.assert_allclose(anchors, shapes * 13, rtol=0.02)   # sorted by area, in 13x13 grid cells
+    assert iou > 0.93
+    again, iou_again = calc_anchors(boxes, 5, size=416, seed=3)
+    assert np.array_equal(anchors, again) and iou == iou_again      # deterministic for a seed
+    small, _ = calc_anchors(boxes, 5, size=320, seed=3)
+    np.testing.assert_allclose(small, anchors * 10 / 13)             # grid units follow the input size
+
+
+def test_mean_iou_reported_is_that_of_the_anchors():
+    boxes = np.random.default_rng(0).uniform(0.02, 0.6, size=(500, 2))
+    anchors, iou = calc_anchors(boxes, 3, size=416)
+    assert iou == pytest.approx(mean_iou(boxes, anchors / 13))
+    assert calc_anchors(boxes, 6, size=416)[1] > iou                 # more anchors fit better
+
+
+def test_bad_boxes_are_rejected():
+    with pytest.raises(ValueError, match='1 boxes have a non-positive'):
+        calc_anchors(np.array([[0.1, 0.2], [0.0, 0.3], [0.2, 0.2]]), 2)
+    with pytest.raises(ValueError, match='2 boxes cannot make 5 anchors'):
+        calc_anchors(np.array([[0.1, 0.2], [0.2, 0.3]]), 5)
+
+
+def test_letterboxed_shapes():
+    # a 1242x375 frame into 416x416 keeps widths and shrinks heights by 375/1242
+    np.testing.assert_allclose(letterboxed(np.array([[0.5, 0.5]]), 1242, 375), [[0.5, 0.5 * 375 / 1242]])
+    np.testing.assert_allclose(letterboxed(np.array([[0.5, 0.5]]), 300, 600), [[0.25, 0.5]])
+
+
+KITTI_LINES = """Car 0.00 0 1.85 387.63 181.54 423.81 203.12 1.67 1.87 3.69 -16.53 2.39 58.49 1.57
+Pedestrian 0.00 0 -0.20 712.40 143.00 810.73 307.92 1.89 0.48 1.20 1.84 1.47 8.41 0.01
+DontCare -1 -1 -10 503.89 169.71 590.61 190.13 -1 -1 -1 -1000 -1000 -1000 -10
+Misc 0.00 1 -1.5 100.0 150.0 140.0 190.0 1.0 1.0 1.0 1.0 1.0 20.0 -1.5
+Person_sitting 0.00 0 0.1 500.0 160.0 530.0 220.0 1.2 0.5 0.8 1.0 1.5 9.0 0.2
+Cyclist 0.00 3 -1.65 676.60 163.95 688.98 193.93 1.86 0.60 2.02 4.59 1.32 45.84 -1.55
+Tram 0.00 0 0.0 0.0 120.0 621.0 270.0 3.5 2.6 15.0 -5.0 1.5 30.0 0.0
+"""
+
+
+def test_kitti_reader(tmp_path):
+    (tmp_path / '000000.txt').write_text(KITTI_LINES)
+    (tmp_path / '000001.txt').write_text('Van 0.00 0 0.0 10.0 20.0 134.2 95.0 1 1 1 1 1 1 0\n')
+    classes, wh = read_kitti(tmp_path)
+    assert classes.tolist() == [0, 4, 5, 3, 1]          # car, pedestrian, cyclist, tram, van (files sorted)
+    np.testing.assert_allclose(wh[0], [(423.81 - 387.63) / 1242, (203.12 - 181.54) / 375])
+    np.testing.assert_allclose(wh[3], [0.5, 0.4])
+    np.testing.assert_allclose(wh[4], [124.2 / 1242, 0.2])
+
+
+@pytest.mark.parametrize('line, message', [
+    ('Bus 0 0 0 1 2 3 4 1 1 1 1 1 1 0', "unknown KITTI type 'Bus'"),
+    ('Car 0 0 0 1 2 3', 'has 15 fields'),
+    ('Car 0 0 0 1 2 x 4 1 1 1 1 1 1 0', 'must be numbers'),
+])
+def test_kitti_reader_errors_name_file_and_line(tmp_path, line, message):
+    (tmp_path / '000007.txt').write_text(KITTI_LINES + line + '\n')
+    with pytest.raises(ValueError, match=rf'000007.txt:8: .*{message}'):
+        read_kitti(tmp_path)
+    (tmp_path / '000007.txt').write_text('Car 0 0 0 5 2 3 4 1 1 1 1 1 1 0\n')
+    with pytest.raises(LabelError, match=r'000007.txt: empty car box 5.0, 2.0, 3.0, 4.0'):
+        read_kitti(tmp_path)
+
+
+def test_darknet_label_folder_and_list(tmp_path):
+    labels = tmp_path / 'VOC' / 'labels'
+    labels.mkdir(parents=True)
+    (labels / 'a.txt').write_text('0 0.5 0.5 0.2 0.4\n3 0.1 0.1 0.05 0.1\n')
+    (labels / 'b.txt').write_text('1 0.5 0.5 1.0 0.5\n')
+    classes, wh = read_darknet_labels(labels)
+    assert classes.tolist() == [0, 3, 1]
+    np.testing.assert_allclose(wh, [[0.2, 0.4], [0.05, 0.1], [1.0, 0.5]], rtol=1e-6)
+    # a train list of image paths: labels found by Darknet's rule (JPEGImages -> labels, .jpg -> .txt)
+    (tmp_path / 'train.txt').write_text(f'{tmp_path}/VOC/JPEGImages/b.jpg\n{tmp_path}/VOC/JPEGImages/a.jpg\n')
+    classes, _ = read_darknet_labels(tmp_path / 'train.txt')
+    assert classes.tolist() == [1, 0, 3]
+    (labels / 'b.txt').write_text('1 0.5 0.5 0 0.5\n')
+    with pytest.raises(LabelError, match=r'b.txt:1: w, h must be in \(0, 1\]'):
+        read_darknet_labels(labels)
+    (tmp_path / 'missing.txt').write_text(f'{tmp_path}/VOC/JPEGImages/c.jpg\n')
+    with pytest.raises(LabelError, match=r'labels/c.txt: cannot read label file .*listed in .*missing.txt'):
+        read_darknet_labels(tmp_path / 'missing.txt')
+
+
+def test_cli(tmp_path, capsys):
+    (tmp_path / '000000.txt').write_text(KITTI_LINES * 3)
+    anchors_main(['--kitti', str(tmp_path), '-k', '2', '--size', '416', '--letterbox'])
+    out = capsys.readouterr().out
+    assert '12 boxes (car: 3, tram: 3, pedestrian: 3, cyclist: 3)' in out
+    assert 'anchors at 416 (13x13 cells), mean IoU' in out and out.strip().splitlines()[-1].startswith('anchors=')
+    with pytest.raises(SystemExit):
+        anchors_main(['--labels', str(tmp_path), '--letterbox'])
+    assert '--letterbox needs --image-size' in capsys.readouterr().err

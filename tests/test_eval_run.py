@@ -1,0 +1,202 @@
+"""Running a model over a list (Darknet's `detector valid`), the result-file writers, validation ground truth from
+label files, `evaluate_model` end to end and the model form of the command line."""
+import json
+import math
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from yolo_lrm.cfg import parse_cfg_text
+from yolo_lrm.checkpoint import model_checkpoint, save_checkpoint
+from yolo_lrm.data import read_image
+from yolo_lrm.evaluate import (EvalResult, evaluate_model, image_id, kitti_lines, labels_ground_truth, main as
+                               eval_main, plot_pr, predict_list, run_list, write_kitti_results, write_voc_results)
+from yolo_lrm.head import detect
+from yolo_lrm.kitti_eval import read_results
+from yolo_lrm.letterbox import letterbox, unletterbox
+from yolo_lrm.model import Darknet
+from yolo_lrm.voc_eval import read_detections
+
+TINY_CFG = '[net]\nwidth=64\nheight=64\nchannels=3\n' + \
+    '[convolutional]\nbatch_normalize=1\nfilters=4\nsize=3\nstride=1\npad=1\nactivation=leaky\n' + \
+    '[maxpool]\nsize=2\nstride=2\n' * 5 + \
+    '[convolutional]\nsize=1\nstride=1\npad=1\nfilters=16\nactivation=linear\n' + \
+    '[region]\nanchors=1.5,1.5,2,2\nclasses=3\nnum=2\nsoftmax=1\n'
+NAMES = ['Car', 'Pedestrian', 'Cyclist']
+
+
+@pytest.fixture
+def net():
+    torch.manual_seed(0)
+    return Darknet(parse_cfg_text(TINY_CFG))
+
+
+@pytest.fixture
+def images(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / 'images'
+    folder.mkdir()
+    paths = []
+    for k, (w, h) in enumerate([(200, 150), (120, 160), (160, 160)]):
+        path = folder / f'im{k}.png'
+        cv2.imwrite(str(path), rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+        paths.append(str(path))
+    return paths
+
+
+# ------------------------------------------------------------------------------------------------------ writers
+DETS = np.array([[-3.2, 5.5, 50.25, 90.0, 0.5, 1], [10, 20, 30, 40, .25, 0]], np.float32)
+
+
+def test_voc_result_lines_are_darknets(tmp_path):
+    template = write_voc_results(tmp_path, ['some/dir/img.001.jpg'], [DETS], [(48, 80)], ['a', 'b', 'c'])
+    assert template.endswith('comp4_det_test_{}.txt')
+    # 1-based, clamped: xmin -2.2 -> 1, xmax 51.25 -> W = 48, ymax 91 -> H = 80; id cut at the first '.'
+    assert (tmp_path / 'comp4_det_test_b.txt').read_text() == 'img 0.500000 1.000000 6.500000 48.000000 80.000000\n'
+    assert (tmp_path / 'comp4_det_test_a.txt').read_text() == 'img 0.250000 11.000000 21.000000 31.000000 41.000000\n'
+    assert (tmp_path / 'comp4_det_test_c.txt').read_text() == ''  # every class gets a file
+    back = read_detections(tmp_path / 'comp4_det_test_b.txt', {'img': 0})
+    assert back.boxes.tolist() == [[1, 6.5, 48, 80]] and back.score.tolist() == [0.5]
+    with pytest.raises(ValueError, match='same id'):
+        write_voc_results(tmp_path, ['a/x.jpg', 'b/x.png'], [DETS, DETS], [(48, 80)] * 2, ['a', 'b', 'c'])
+
+
+def test_kitti_result_lines(tmp_path):
+    lines = kitti_lines(DETS, 48, 80, ['car', 'pedestrian', 'cyclist']).splitlines()
+    assert lines[0] == 'pedestrian -1 -1 -10 0.000000 5.500000 47.000000 79.000000 ' \
+                       '-1 -1 -1 -1000 -1000 -1000 -10 0.500000'
+    assert all(len(ln.split()) == 16 for ln in lines)
+    write_kitti_results(tmp_path, ['x/000007.png', 'x/000008.png'], [DETS, DETS[:0]], [(48, 80)] * 2, NAMES)
+    assert (tmp_path / '000008.txt').read_text() == ''
+    back = read_results(tmp_path, ['000007', '000008'])
+    assert back.type.tolist() == ['pedestrian', 'car'] and back.score.tolist() == [0.5, 0.25]
+    with pytest.raises(ValueError, match='KITTI type'):
+        write_kitti_results(tmp_path, ['x/1.png'], [DETS], [(48, 80)], ['a car', 'b', 'c'])
+
+
+def test_image_id_is_darknets_basecfg():
+    assert image_id('/data/VOC2007/JPEGImages/000005.jpg') == '000005' and image_id('a/b.c.d.png') == 'b'
+
+
+# ------------------------------------------------------------------------------------------------ running a model
+def test_predict_list_is_detector_valid(net, images):
+    net.train()
+    dets, sizes = run_list(net, images, batch_size=2, progress=False)
+    assert net.training  # the trainer's mode is restored
+    assert sizes == [(200, 150), (120, 160), (160, 160)]
+    net.eval()
+    for path, got in zip(images, dets):
+        im = read_image(path)
+        with torch.no_grad():
+            out = net(torch.from_numpy(letterbox(im, 64, 64))[None])
+        ref = detect(out, net.anchors, 0.005, 0.45, 'loss2', max_det=10 ** 6)[0]
+        ref = torch.cat((unletterbox(ref[:, :4], im.shape[1], im.shape[0], 64, 64), ref[:, 4:]), 1).numpy()
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-4)
+        assert len(got) > 0 and (got[:, 4] > 0.005).all() and (np.diff(got[:, 4]) <= 0).all()
+    one = predict_list(net, images, batch_size=1, progress=False)
+    for a, b in zip(one, dets):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match='multiple of the network stride'):
+        predict_list(net, images, size=70, progress=False)
+
+
+# -------------------------------------------------------------------------------------------- validation dataset
+def write_dataset(tmp_path, images, boxes_per_image, annotations=False, kitti=False):
+    """A .data over `images` whose only GT per image is the given 0-based box (class, x1, y1, x2, y2)."""
+    (tmp_path / 'labels').mkdir(exist_ok=True)
+    for path, (c, x1, y1, x2, y2) in zip(images, boxes_per_image):
+        h, w = read_image(path).shape[:2]
+        stem = image_id(path)
+        (tmp_path / 'labels' / f'{stem}.txt').write_text(
+            f'{c} {(x1 + x2) / 2 / w} {(y1 + y2) / 2 / h} {(x2 - x1) / w} {(y2 - y1) / h}\n')
+        if annotations:
+            (tmp_path / 'Annotations').mkdir(exist_ok=True)
+            xb = [int(round(v)) + 1 for v in (x1, y1, x2, y2)]
+            (tmp_path / 'Annotations' / f'{stem}.xml').write_text(
+                f'<annotation><object><name>{NAMES[c]}</name><difficult>0</difficult><bndbox><xmin>{xb[0]}</xmin>'
+                f'<ymin>{xb[1]}</ymin><xmax>{xb[2]}</xmax><ymax>{xb[3]}</ymax></bndbox></object></annotation>')
+        if kitti:
+            (tmp_path / 'label_2').mkdir(exist_ok=True)
+            (tmp_path / 'label_2' / f'{stem}.txt').write_text(
+                f'{NAMES[c]} 0.00 0 0 {x1:.2f} {y1:.2f} {x2:.2f} {y2:.2f} 1.5 1.6 3.9 1 1.7 20 0\n')
+    (tmp_path / 'valid.txt').write_text(''.join(p + '\n' for p in images))
+    (tmp_path / 'names').write_text('\n'.join(NAMES) + '\n')
+    extra = ('annotations=Annotations\n' if annotations else '') + ('kitti_labels=label_2\n' if kitti else '')
+    (tmp_path / 'x.data').write_text(f'classes=3\nvalid=valid.txt\nnames=names\n{extra}')
+    return str(tmp_path / 'x.data')
+
+
+def top_box(net, path):
+    """The best detection of an image, clipped to its pixels: (class, x1, y1, x2, y2)."""
+    d = predict_list(net, [path], progress=False)[0][0]
+    h, w = read_image(path).shape[:2]
+    return int(d[5]), max(d[0], 0.), max(d[1], 0.), min(d[2], w - 1.), min(d[3], h - 1.)
+
+
+def test_labels_ground_truth_inverts_voc_label(tmp_path, images):
+    # voc_label.py on the XML box (21, 11, 60, 50) of a 200x150 image: x = (21+60)/2 - 1, w = 39, /W ...
+    (tmp_path / 'labels').mkdir()
+    (tmp_path / 'labels' / 'im0.txt').write_text(f'2 {39.5 / 200} {29.5 / 150} {39 / 200} {39 / 150}\n')
+    (tmp_path / 'valid.txt').write_text(images[0] + '\n')
+    gt = labels_ground_truth(str(tmp_path / 'valid.txt'), [(200, 150)], NAMES)
+    assert gt.ids == ['im0'] and gt.cls.tolist() == [2] and gt.boxes.tolist() == [[21, 11, 60, 50]]
+    assert not gt.difficult.any()
+    (tmp_path / 'labels' / 'im0.txt').write_text('7 0.5 0.5 0.1 0.1\n')
+    with pytest.raises(ValueError, match=r'im0\.txt:1: class 7 outside 0\.\.2'):
+        labels_ground_truth(str(tmp_path / 'valid.txt'), [(200, 150)], NAMES)
+
+
+@pytest.mark.parametrize('annotations', [False, True])
+def test_evaluate_model_scores_its_own_best_box_as_perfect(tmp_path, net, images, annotations):
+    # the GT of the single image is the model's own best detection: rank 1 of its class is a TP -> AP 1
+    box = top_box(net, images[0])
+    data = write_dataset(tmp_path, images[:1], [box], annotations=annotations)
+    res = evaluate_model(net, data, 'kitti-voc', progress=False, out=str(tmp_path / 'res'))
+    name = NAMES[box[0]]
+    assert res.per_class[name] == pytest.approx(1.0) and res.also[0].per_class[name] == pytest.approx(1.0)
+    assert all(math.isnan(v) for n, v in res.per_class.items() if n != name)  # no GT: left out of the mean
+    assert res.map == pytest.approx(1.0) and [r.label for r in res.rows()] == ['voc07@0.5', 'area@0.5']
+    assert (tmp_path / 'res' / f'comp4_det_test_{name}.txt').read_text().startswith('im0 ')
+
+
+def test_evaluate_model_kitti_protocol(tmp_path, net, images):
+    box = top_box(net, images[0])
+    assert box[4] - box[2] > 40  # tall enough for every level
+    data = write_dataset(tmp_path, images[:1], [box], kitti=True)
+    res = evaluate_model(net, data, 'kitti', progress=False, out=str(tmp_path / 'res'))
+    assert [p.name for p in (tmp_path / 'res' / 'data').iterdir()] == ['im0.txt']
+    assert res.metric == 'kitti-r40-moderate' and res.iou == {'Car': 0.7, 'Pedestrian': 0.5, 'Cyclist': 0.5}
+    # the only GT is the frame's best box: one threshold, precision [1, 0, ...] -> R11 1/11, R40 0
+    rows = {r.metric: r for r in res.rows()}
+    for level in ('easy', 'moderate', 'hard'):
+        assert rows[f'kitti-r11-{level}'].per_class[NAMES[box[0]]] == pytest.approx(1 / 11)
+        assert rows[f'kitti-r40-{level}'].per_class[NAMES[box[0]]] == 0
+
+
+def test_cli_model_form(tmp_path, net, images, capsys):
+    data = write_dataset(tmp_path, images, [top_box(net, p) for p in images])
+    weights = tmp_path / 'm.pt'
+    save_checkpoint(model_checkpoint(net, NAMES), weights)
+    out = tmp_path / 'out'
+    eval_main(['-', data, str(weights), '--out', str(out), '--device', 'cpu', '--workers', '0', '--batch', '2',
+               '--metric', 'area', '--iou', '0.5', '0.75'])
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ['mAP', *NAMES] and [t.split()[0] for t in table[1:]] == ['area@0.5', 'area@0.75']
+    doc = json.loads((out / 'eval.json').read_text())
+    assert doc['metric'] == 'area' and doc['also'][0]['iou'] == 0.75
+    assert (out / 'eval.csv').read_text().splitlines()[0] == 'row,mAP,Car,Pedestrian,Cyclist'
+    assert {p.name for p in out.glob('comp4_det_test_*.txt')} == {f'comp4_det_test_{n}.txt' for n in NAMES}
+    with pytest.raises(SystemExit, match='kitti_labels'):
+        eval_main(['-', data, str(weights), '--metric', 'kitti', '--device', 'cpu', '--workers', '0'])
+
+
+def test_pr_plot(tmp_path, monkeypatch):
+    res = EvalResult('voc07', 0.5, {'a': 0.5}, {'a': (np.array([.5, 1.]), np.array([1., .5]))})
+    pytest.importorskip('matplotlib')
+    assert [p.endswith('pr_a.png') for p in plot_pr(res, tmp_path)] == [True]
+    monkeypatch.setitem(sys.modules, 'matplotlib', None)
+    with pytest.raises(RuntimeError, match='PR plots need matplotlib'):
+        plot_pr(res, tmp_path)

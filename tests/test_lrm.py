@@ -1,0 +1,155 @@
+"""Loss Rank Mining: the selection rule against a plain-Python walk, and its effect on the loss gradient."""
+import pytest
+import torch
+
+from yolo_lrm import lrm
+from yolo_lrm.box import pairwise_iou_cxcywh
+from yolo_lrm.head import decode
+from yolo_lrm.lrm import select_hard_examples
+
+from test_loss import ANCHORS, as_targets, random_case, small_loss
+
+
+def reference_select(loss, iou, classes, k, thresh):
+    """The paper's rule, literally: walk by loss descending (lower index first on ties), keep a prediction unless
+    an already-kept one of the same class overlaps it with IoU >= thresh, stop after k."""
+    order = sorted(range(len(loss)), key=lambda i: (-loss[i], i))
+    kept = []
+    for i in order:
+        if len(kept) == k:
+            break
+        if thresh is not None and any(classes[j] == classes[i] and iou[j][i] >= thresh for j in kept):
+            continue
+        kept.append(i)
+    return sorted(kept)
+
+
+def random_inputs(g: torch.Generator, b: int, n: int):
+    """Losses with many ties, boxes with exact duplicates, three classes."""
+    loss = torch.randint(0, 6, (b, n), generator=g).float() + (torch.rand(b, n, generator=g) < .3) * 0.5
+    boxes = torch.cat((torch.rand(b, n, 2, generator=g), torch.rand(b, n, 2, generator=g) * .5 + .05), -1)
+    dup = torch.randint(0, n, (b, n), generator=g)
+    copy = torch.rand(b, n, generator=g) < .3
+    boxes = torch.where(copy.unsqueeze(-1), boxes.gather(1, dup.unsqueeze(-1).expand(b, n, 4)), boxes)
+    return loss, boxes, torch.randint(0, 3, (b, n), generator=g)
+
+
+def check_against_reference(loss, boxes, classes, k, thresh):
+    got = select_hard_examples(loss, boxes, classes, k, thresh)
+    iou = pairwise_iou_cxcywh(boxes, boxes)
+    for i in range(loss.shape[0]):
+        expected = reference_select(loss[i].tolist(), iou[i].tolist(), classes[i].tolist(), k, thresh)
+        assert got[i].nonzero().flatten().tolist() == expected, (k, thresh, i)
+
+
+@pytest.mark.parametrize('seed', range(24))
+def test_selection_matches_reference(seed):
+    g = torch.Generator().manual_seed(seed)
+    n = [1, 5, 30, 90][seed % 4]
+    loss, boxes, classes = random_inputs(g, 3, n)
+    for k in (1, 4, 16, 200):
+        for thresh in (None, 0.0, 0.5, 0.7, 1.0):
+            check_against_reference(loss, boxes, classes, k, thresh)
+
+
+def test_identical_boxes_and_extension_past_the_first_prefix():
+    # every box identical and one class: NMS keeps one; the first prefix (2k) holds one kept, so the search
+    # must extend to all N and still agree with the walk
+    loss = torch.rand(2, 50, generator=torch.Generator().manual_seed(0))
+    boxes = torch.tensor([.4, .5, .2, .3]).expand(2, 50, 4)
+    same = torch.zeros(2, 50, dtype=torch.long)
+    got = select_hard_examples(loss, boxes, same, 3, 0.5)
+    assert got.sum(1).tolist() == [1, 1] and got[torch.arange(2), loss.argmax(1)].all()
+    two = (torch.arange(50) == 49).long().expand(2, 50)       # one box of a second class, ranked anywhere
+    check_against_reference(loss, boxes, two, 3, 0.5)
+    assert select_hard_examples(loss, boxes, two, 3, 0.5).sum().item() == 4
+    assert select_hard_examples(loss, boxes, same, 3, None).sum(1).tolist() == [3, 3]
+
+
+def test_images_in_groups_give_the_same_answer(monkeypatch):
+    loss, boxes, classes = random_inputs(torch.Generator().manual_seed(99), 5, 40)
+    whole = select_hard_examples(loss, boxes, classes, 9, 0.4)
+    monkeypatch.setattr(lrm, 'PAIR_BUDGET', 2 * 40 * 40)   # two images per group, the last group alone
+    assert torch.equal(select_hard_examples(loss, boxes, classes, 9, 0.4), whole)
+    check_against_reference(loss, boxes, classes, 9, 0.4)
+
+
+def test_threshold_is_inclusive():
+    # nested boxes whose IoU is exactly 0.5 in binary floating point
+    boxes = torch.tensor([[[.25, .25, .5, .5], [.25, .125, .5, .25]]])
+    assert pairwise_iou_cxcywh(boxes, boxes)[0, 0, 1].item() == 0.5
+    loss, cls = torch.tensor([[2.0, 1.0]]), torch.zeros(1, 2, dtype=torch.long)
+    assert select_hard_examples(loss, boxes, cls, 2, 0.5).tolist() == [[True, False]]
+    assert select_hard_examples(loss, boxes, cls, 2, 0.5000001).tolist() == [[True, True]]
+    assert select_hard_examples(loss, boxes, cls + torch.tensor([[0, 1]]), 2, 0.5).tolist() == [[True, True]]
+
+
+def test_ties_k_larger_than_n_and_empty():
+    loss = torch.zeros(1, 6)
+    boxes = torch.rand(1, 6, 4) * .5 + .1
+    cls = torch.arange(6).view(1, 6)
+    assert select_hard_examples(loss, boxes, cls, 3, None).tolist() == [[True] * 3 + [False] * 3]
+    assert select_hard_examples(loss, boxes, cls, 10, 0.5).all()
+    assert select_hard_examples(torch.zeros(2, 0), torch.zeros(2, 0, 4), torch.zeros(2, 0, dtype=torch.long),
+                                5, 0.5).shape == (2, 0)
+    assert select_hard_examples(torch.zeros(0, 4), torch.zeros(0, 4, 4), torch.zeros(0, 4, dtype=torch.long),
+                                5, 0.5).shape == (0, 4)
+    with pytest.raises(ValueError, match='expected loss'):
+        select_hard_examples(loss, boxes[..., :3], cls, 3, None)
+
+
+# ------------------------------------------------------------------------------------------ inside the loss
+def lrm_grads(loss_kind: str, k: int, nms: float, seen: int = 0):
+    raw, truths = random_case(21)
+    targets = as_targets(truths)
+    plain = small_loss(f'region.loss={loss_kind}')
+    mined = small_loss(f'region.loss={loss_kind}', f'lrm.hard_examples={k}', f'lrm.nms={nms}')
+    grads = []
+    for crit in (plain, mined):
+        f = raw.clone().requires_grad_()
+        res = crit(f, targets, seen)
+        res.total.backward()
+        grads.append((f.grad.view(2, 3, 8, 4, 5), res))
+    return raw, grads
+
+
+@pytest.mark.parametrize('loss_kind', ['loss2', 'loss1'])
+@pytest.mark.parametrize('k,nms', [(7, 0.5), (12, 1.0), (500, 0.7)])
+def test_mask_zeroes_exactly_the_unselected_predictions(loss_kind, k, nms):
+    raw, ((g_plain, plain), (g_lrm, res)) = lrm_grads(loss_kind, k, nms)
+    mask = res.mask
+    assert plain.mask is None and mask.shape == (2, 3, 4, 5)
+    assert (mask.view(2, -1).sum(1) <= k).all()
+    chan = mask.unsqueeze(2).expand_as(g_lrm)                 # a prediction's 8 channels share its mask entry
+    assert torch.equal(g_lrm[~chan], torch.zeros_like(g_lrm[~chan]))
+    assert torch.equal(g_lrm[chan], g_plain[chan])
+    # the mask is the rule applied to the per-prediction loss, decoded boxes and argmax classes
+    dec = decode(raw, torch.tensor(ANCHORS), loss_kind)
+    classes = raw.view(2, 3, 8, 4, 5)[:, :, 5:].argmax(2).view(2, -1)
+    expected = select_hard_examples(plain.per_prediction.view(2, -1), dec.boxes.view(2, -1, 4), classes, k,
+                                    nms if nms < 1 else None)
+    assert torch.equal(mask.view(2, -1), expected)
+    assert torch.equal(res.per_prediction, plain.per_prediction)
+    assert abs(res.total.item() - (plain.per_prediction * mask).sum().item()) < 1e-4
+    assert abs(res.stats['lrm_share'].item() - res.total.item() / plain.total.item()) < 1e-5
+    assert res.stats['lrm_fg'].item() + res.stats['lrm_bg'].item() == mask.sum().item()
+    # hard examples are mostly the responsible predictions (large coordinate and class terms)
+    assert res.stats['lrm_fg'].item() > 0
+
+
+def test_lrm_off_in_eval_or_with_zero_k_is_plain_loss():
+    raw, truths = random_case(2)
+    targets = as_targets(truths)
+    plain = small_loss()(raw, targets, 0)
+    crit = small_loss('lrm.hard_examples=4', 'lrm.nms=0.5')
+    assert crit(raw, targets, 0).mask is not None
+    crit.eval()
+    off = crit(raw, targets, 0)
+    assert off.mask is None and torch.equal(off.total, plain.total) and 'lrm_fg' not in off.stats
+
+
+def test_no_truths_selects_background_only():
+    raw, _ = random_case(3)
+    res = small_loss('lrm.hard_examples=5', 'lrm.nms=0.6')(raw, as_targets([[], []]), 0)
+    assert res.stats['lrm_fg'].item() == 0 and res.stats['lrm_bg'].item() == res.mask.sum().item() > 0
+    assert res.stats['count'].item() == 0

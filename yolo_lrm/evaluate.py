@@ -1,0 +1,455 @@
+"""Evaluation: run a model over an image list as Darknet's `detector valid`, write its result files, score them with
+the VOC or the official KITTI protocol, and report a per-class table (JSON, CSV, optional PR plots).
+
+Command line (top-level `evaluate.py`):
+
+    python evaluate.py CFG DATA WEIGHTS [--metric voc07|area|kitti|kitti-voc] [--iou 0.5 ...] [--batch N]
+                       [--device D] [--size N] [--out DIR] [--json OUT] [--csv OUT] [--plot DIR] [--iou-ge]
+    python evaluate.py voc --annotations DIR --image-set FILE --names FILE --results "DIR/comp4_det_test_{}.txt"
+                       [--metric voc07 area] [--iou 0.5 ...] [--iou-ge] [--json OUT] [--csv OUT] [--plot DIR]
+    python evaluate.py kitti --labels DIR --results DIR [--frames FILE] [--json OUT] [--csv OUT] [--plot DIR]
+
+The first form runs WEIGHTS (a Darknet `.weights`, which needs CFG, or our `.pt`, whose embedded cfg CFG replaces
+unless CFG is `-`) over `valid=` of DATA and writes the result files into `--out` (default: `results=` of DATA):
+`comp4_det_test_<class>.txt` for the VOC metrics, `data/<frame>.txt` for `kitti`, plus `eval.json`/`eval.csv`.
+Metrics: `voc07` (11-point, VOC2007, the default; `kitti` when DATA says `eval=kitti`), `area` (VOC2010+),
+`kitti-voc` (the LRM paper's KITTI table: VOC AP over the dataset's classes, 11-point and area) and `kitti` (the
+official KITTI 2D protocol, needs `kitti_labels=` in DATA).  VOC ground truth comes from `annotations=` (VOC XML)
+when DATA has it, else from the Darknet label files of the list (see `labels_ground_truth`).
+
+Inference is `detector valid`'s: letterbox, threshold .005 on objectness x class probability, class-wise NMS .45,
+boxes mapped back to the original image.  Result lines are Darknet's (`print_detector_detections`):
+`<image id> <score> <xmin> <ymin> <xmax> <ymax>` with `%f`, 1-based pixels `x - w/2 + 1` etc. clamped to
+`xmin, ymin >= 1`, `xmax <= W`, `ymax <= H`; the image id is the file name up to its first `.`.  KITTI lines have the
+16 columns of the devkit (`type -1 -1 -10 x1 y1 x2 y2 -1 -1 -1 -1000 -1000 -1000 -10 score`), 0-based pixels with the
+same clamping shifted by one (`x1, y1 >= 0`, `x2 <= W-1`, `y2 <= H-1`).
+
+Units: `EvalResult` and the JSON hold AP as fractions in [0, 1] (NaN, written as null, for a class without ground
+truth); the printed table and the CSV hold percentages, as the paper's tables.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from .cfg import CfgError, DataCfg, parse_data
+from .data import LetterboxImages, collate_images, label_path, resolve_list
+from .data.labels import parse_label_text
+from .data.scan import read_list
+from .head import detect
+from .kitti_eval import MIN_OVERLAP, KittiClass, evaluate_kitti_dirs
+from .letterbox import unletterbox
+from .voc_eval import (Detections, GroundTruth, class_ap, class_pr, load_voc_annotations, read_all_detections,
+                       read_image_set, read_names)
+
+DEFAULT_CONF = 0.005  # Darknet `detector valid`
+DEFAULT_NMS = 0.45
+METRICS = ('voc07', 'area', 'kitti', 'kitti-voc')
+RESULT_PREFIX = 'comp4_det_test_'
+
+
+# ------------------------------------------------------------------------------------------------------ results
+@dataclass
+class EvalResult:
+    """One row of AP values (fractions) per class; `also` holds the other rows of the same evaluation (another AP
+    flavour, IoU threshold or KITTI level).  `curves[class] = (recall, precision)` feeds the PR plots."""
+    metric: str
+    iou: float | dict[str, float]
+    per_class: dict[str, float]
+    curves: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+    also: list['EvalResult'] = field(default_factory=list)
+
+    @property
+    def map(self) -> float:
+        """Mean AP over the classes that have ground truth (NaN if none has)."""
+        values = [v for v in self.per_class.values() if not math.isnan(v)]
+        return sum(values) / len(values) if values else float('nan')
+
+    @property
+    def label(self) -> str:
+        """Row name in the table: `voc07@0.5`, `kitti-r40-moderate`, ..."""
+        return f'{self.metric}@{self.iou:g}' if isinstance(self.iou, float) else self.metric
+
+    def rows(self) -> list['EvalResult']:
+        """This row then the others."""
+        return [self, *self.also]
+
+    def to_json(self) -> dict:
+        """`{"metric", "iou", "per_class", "map"}` (+ `"also": [...]` for further rows); NaN becomes null."""
+        out = {'metric': self.metric, 'iou': self.iou, 'per_class': {k: _num(v) for k, v in self.per_class.items()},
+               'map': _num(self.map)}
+        if self.also:
+            out['also'] = [r.to_json() for r in self.also]
+        return out
+
+
+def _num(v: float) -> float | None:
+    return None if math.isnan(v) else v
+
+
+def format_table(result: EvalResult) -> str:
+    """The paper's layout: one line per row, mAP first, then one column per class, in percent."""
+    names = list(result.per_class)
+    first = max(len(r.label) for r in result.rows())
+    widths = [max(6, len(n)) for n in ['mAP', *names]]
+    lines = [' ' * first + ''.join(f' {n:>{w}}' for n, w in zip(['mAP', *names], widths))]
+    for r in result.rows():
+        values = [r.map, *(r.per_class[n] for n in names)]
+        lines.append(f'{r.label:<{first}}' + ''.join(
+            f' {"-":>{w}}' if math.isnan(v) else f' {100 * v:>{w}.2f}' for v, w in zip(values, widths)))
+    return '\n'.join(lines)
+
+
+def save_json(result: EvalResult, path: str | os.PathLike) -> None:
+    """Write `result.to_json()`."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(result.to_json(), indent=2) + '\n')
+
+
+def save_csv(result: EvalResult, path: str | os.PathLike) -> None:
+    """Write the table as CSV (`row,mAP,<classes>`, percent, empty cell for NaN)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    names = list(result.per_class)
+    with open(path, 'w', newline='') as f:
+        w = csv.writer(f)
+        w.writerow(['row', 'mAP', *names])
+        for r in result.rows():
+            w.writerow([r.label, *('' if math.isnan(v) else f'{100 * v:.4f}'
+                                   for v in (r.map, *(r.per_class[n] for n in names)))])
+
+
+def plot_pr(result: EvalResult, out_dir: str | os.PathLike) -> list[str]:
+    """One PR plot per class (`pr_<class>.png`, a line per row that has curves); needs matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise RuntimeError('PR plots need matplotlib: pip install matplotlib (or this package\'s [plots] extra)') \
+            from None
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in result.per_class:
+        fig, ax = plt.subplots(figsize=(5, 4))
+        for r in result.rows():
+            if name in r.curves:
+                rec, prec = r.curves[name]
+                ax.plot(rec, prec, label=f'{r.label} AP {100 * r.per_class[name]:.2f}')
+        ax.set(xlabel='recall', ylabel='precision', xlim=(0, 1), ylim=(0, 1.02), title=name)
+        ax.legend(loc='lower left', fontsize=8)
+        path = os.path.join(out_dir, f'pr_{name}.png')
+        fig.savefig(path, dpi=100, bbox_inches='tight')
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+# ------------------------------------------------------------------------------------------------------ scoring
+def score_voc(gt: GroundTruth, detections: Sequence[Detections], names: Sequence[str], metrics: Sequence[str] = ('voc07',),
+              ious: Sequence[float] = (0.5,), inclusive: bool = False) -> EvalResult:
+    """VOC AP rows (every metric at every IoU) from ground truth and per-class `voc_eval.Detections`."""
+    rows = []
+    for iou in ious:
+        prs = {n: class_pr(gt, c, detections[c], iou, inclusive) for c, n in enumerate(names)}
+        for k, metric in enumerate(metrics):
+            curves = {n: (pr.recall, pr.precision) for n, pr in prs.items() if pr.npos} if k == 0 else {}
+            rows.append(EvalResult(metric, float(iou), {n: class_ap(pr, metric) for n, pr in prs.items()}, curves))
+    return replace(rows[0], also=rows[1:])
+
+
+def score_voc_files(annotations: str, image_set: str | Sequence[str], names: Sequence[str], results: str,
+                    metrics: Sequence[str] = ('voc07',), ious: Sequence[float] = (0.5,),
+                    inclusive: bool = False) -> EvalResult:
+    """Score result files on disk (`results` = a template with `{}` for the class name) against VOC XML."""
+    ids = read_image_set(image_set) if isinstance(image_set, (str, os.PathLike)) else list(image_set)
+    gt = load_voc_annotations(annotations, ids, names)
+    return score_voc(gt, read_all_detections(results, names, ids), names, metrics, ious, inclusive)
+
+
+def kitti_table(classes: dict[str, KittiClass]) -> EvalResult:
+    """KITTI rows: AP|R40 moderate (the headline), then R40 easy/hard and R11 easy/moderate/hard."""
+    order = [(40, 'moderate'), (40, 'easy'), (40, 'hard'), (11, 'easy'), (11, 'moderate'), (11, 'hard')]
+    steps = np.arange(41) / 40
+    rows = [EvalResult(f'kitti-r{points}-{level}', dict(MIN_OVERLAP),
+                       {c: k.ap(level, points) for c, k in classes.items()},
+                       {c: (steps, k.precision[level]) for c, k in classes.items()} if points == 40 else {})
+            for points, level in order]
+    return replace(rows[0], also=rows[1:])
+
+
+def score_kitti_dirs(labels: str, results: str, frames: Sequence[str] | None = None) -> EvalResult:
+    """The official KITTI 2D protocol on a result folder (see `kitti_eval`)."""
+    return kitti_table(evaluate_kitti_dirs(labels, results, frames))
+
+
+# ------------------------------------------------------------------------------------------------ running a model
+def image_id(path: str) -> str:
+    """Darknet's image id (`basecfg`): the file name without folders, cut at its first `.`."""
+    return os.path.basename(path).split('.')[0]
+
+
+def run_list(net, paths: Sequence[str], size: int | None = None, conf: float = DEFAULT_CONF,
+             nms: float = DEFAULT_NMS, batch_size: int = 8, device: str | torch.device | None = None,
+             workers: int = 0, progress: bool = True) -> tuple[list[np.ndarray], list[tuple[int, int]]]:
+    """Detections per image (see `predict_list`) and the original (w, h) of each image.  The network keeps its
+    train/eval mode; `device` moves it there (default: where it is)."""
+    size = size or net.width
+    if size <= 0 or size % net.stride:
+        raise ValueError(f'input size {size} must be a positive multiple of the network stride {net.stride}')
+    if device is not None:
+        net.to(device)
+    device = next(net.parameters()).device
+    anchors = net.anchors.to(device)
+    max_det = net.num_anchors * (size // net.stride) ** 2 * net.num_classes  # Darknet writes every (box, class)
+    loader = DataLoader(LetterboxImages(paths, size), batch_size=batch_size, num_workers=workers,
+                        collate_fn=collate_images, pin_memory=device.type == 'cuda')
+    if progress:
+        from tqdm import tqdm
+        loader = tqdm(loader, desc='valid', unit='batch', leave=False)
+    dets: list[np.ndarray] = []
+    sizes: list[tuple[int, int]] = []
+    was_training = net.training
+    net.eval()
+    try:
+        for images, _, batch_sizes in loader:
+            with torch.inference_mode():
+                out = net(images.to(device, non_blocking=True))
+                batch = detect(out, anchors, conf, nms, net.region['loss'], max_det)
+                dets += [torch.cat((unletterbox(d[:, :4], w, h, size, size), d[:, 4:]), 1).cpu().numpy()
+                         for d, (w, h) in zip(batch, batch_sizes)]
+            sizes += batch_sizes
+    finally:
+        net.train(was_training)
+    return dets, sizes
+
+
+def predict_list(net, paths: Sequence[str], size: int | None = None, conf: float = DEFAULT_CONF,
+                 nms: float = DEFAULT_NMS, batch_size: int = 8, device: str | torch.device | None = None,
+                 workers: int = 0, progress: bool = True) -> list[np.ndarray]:
+    """Darknet's `detector valid` over images: per image an (n, 6) float32 array `x1, y1, x2, y2, score, class`
+    in 0-based pixels of the original image (unclipped), best first."""
+    return run_list(net, paths, size, conf, nms, batch_size, device, workers, progress)[0]
+
+
+# --------------------------------------------------------------------------------------------------- result files
+def darknet_boxes(dets: np.ndarray, im_w: int, im_h: int) -> np.ndarray:
+    """(n, 4) boxes as Darknet prints them: 1-based (`+1`), clamped to xmin, ymin >= 1, xmax <= W, ymax <= H,
+    stored as float32 like Darknet's `float xmin`."""
+    b = dets[:, :4].astype(np.float64) + 1.
+    b[:, :2] = np.maximum(b[:, :2], 1.)
+    b[:, 2] = np.minimum(b[:, 2], im_w)
+    b[:, 3] = np.minimum(b[:, 3], im_h)
+    return b.astype(np.float32)
+
+
+def _unique_ids(paths: Sequence[str]) -> list[str]:
+    ids = [image_id(p) for p in paths]
+    if len(set(ids)) != len(ids):
+        seen: dict[str, str] = {}
+        for p, i in zip(paths, ids):
+            if i in seen:
+                raise ValueError(f'images {seen[i]} and {p} have the same id {i!r}: their result lines would mix')
+            seen[i] = p
+    return ids
+
+
+def write_voc_results(out_dir: str | os.PathLike, paths: Sequence[str], dets: Sequence[np.ndarray],
+                      sizes: Sequence[tuple[int, int]], names: Sequence[str], prefix: str = RESULT_PREFIX) -> str:
+    """Darknet's VOC result files, one per class (empty ones included); returns the path template (`{}` = class)."""
+    ids = _unique_ids(paths)
+    lines: list[list[str]] = [[] for _ in names]
+    for image, d, (w, h) in zip(ids, dets, sizes):
+        boxes = darknet_boxes(d, w, h).tolist()
+        for (x1, y1, x2, y2), score, cls in zip(boxes, d[:, 4].tolist(), d[:, 5].astype(np.int64).tolist()):
+            lines[cls].append('%s %f %f %f %f %f\n' % (image, score, x1, y1, x2, y2))
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    template = os.path.join(str(out_dir), prefix + '{}.txt')
+    for name, rows in zip(names, lines):
+        Path(template.format(name)).write_text(''.join(rows))
+    return template
+
+
+def kitti_lines(dets: np.ndarray, im_w: int, im_h: int, names: Sequence[str]) -> str:
+    """A KITTI result file's text: 16 columns, 2D box in 0-based pixels, 3D fields at the devkit's invalid values."""
+    boxes = darknet_boxes(dets, im_w, im_h).astype(np.float64) - 1.
+    return ''.join(f'{names[c]} -1 -1 -10 {x1:f} {y1:f} {x2:f} {y2:f} -1 -1 -1 -1000 -1000 -1000 -10 {s:f}\n'
+                   for (x1, y1, x2, y2), s, c in zip(boxes.tolist(), dets[:, 4].tolist(),
+                                                     dets[:, 5].astype(np.int64).tolist()))
+
+
+def write_kitti_results(out_dir: str | os.PathLike, paths: Sequence[str], dets: Sequence[np.ndarray],
+                        sizes: Sequence[tuple[int, int]], names: Sequence[str]) -> None:
+    """One KITTI result file per image (`<out_dir>/<image id>.txt`, empty when nothing was detected)."""
+    bad = [n for n in names if len(n.split()) != 1]
+    if bad:
+        raise ValueError(f'class name {bad[0]!r} cannot be a KITTI type (one word without spaces)')
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    for image, d, (w, h) in zip(_unique_ids(paths), dets, sizes):
+        Path(out_dir, image + '.txt').write_text(kitti_lines(d, w, h, names))
+
+
+# --------------------------------------------------------------------------------------- validation of a .data
+def labels_ground_truth(list_path: str, sizes: Sequence[tuple[int, int]], names: Sequence[str]) -> GroundTruth:
+    """VOC ground truth from the Darknet label files of a list, for scoring when there is no XML.
+
+    Darknet's path rule finds each label file (`yolo_lrm.data.labels.label_path`).  A row `c cx cy w h` becomes the
+    1-based pixel box `x1 = (cx - w/2) * W + 1`, `x2 = (cx + w/2) * W + 1` (y likewise), rounded to integers: the
+    exact inverse of `voc_label.py`, so labels made from VOC XML give back the XML's integers.  Label files have no
+    `difficult` flag, and `voc_label.py` dropped the difficult objects, so detections of those count as FP here:
+    scores are slightly below the XML-based ones."""
+    base = os.path.dirname(os.path.abspath(list_path))
+    entries = read_list(list_path)
+    image, cls, boxes = [], [], []
+    for i, (entry, (w, h)) in enumerate(zip(entries, sizes)):
+        path = os.path.normpath(os.path.join(base, label_path(entry)))
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ValueError(f'{path}: cannot read the label file of {entry} ({exc.strerror})') from None
+        rows, lines, bad = parse_label_text(text)
+        if bad:
+            raise ValueError(f'{path}:{bad[0][0]}: expected "class cx cy w h", got {bad[0][1]!r}')
+        out = (rows[:, 0] < 0) | (rows[:, 0] >= len(names))
+        if out.any():
+            k = int(np.flatnonzero(out)[0])
+            raise ValueError(f'{path}:{lines[k]}: class {int(rows[k, 0])} outside 0..{len(names) - 1}')
+        r = rows.astype(np.float64)
+        half_w, half_h = r[:, 3] / 2, r[:, 4] / 2
+        boxes.append(np.rint(np.stack(((r[:, 1] - half_w) * w, (r[:, 2] - half_h) * h,
+                                       (r[:, 1] + half_w) * w, (r[:, 2] + half_h) * h), 1) + 1))
+        image.append(np.full(len(r), i, np.int64))
+        cls.append(r[:, 0].astype(np.int64))
+    ids = _unique_ids(entries)
+    return GroundTruth(ids, np.concatenate(image), np.concatenate(cls), np.concatenate(boxes).reshape(-1, 4),
+                       np.zeros(sum(map(len, image)), bool))
+
+
+def evaluate_model(net, data_cfg: str | os.PathLike | DataCfg, metric: str = 'voc07',
+                   iou: float | Sequence[float] = 0.5, names: Sequence[str] | None = None, size: int | None = None,
+                   batch_size: int = 8, device: str | torch.device | None = None, out: str | None = None,
+                   workers: int = 0, inclusive: bool = False, progress: bool = True) -> EvalResult:
+    """Run the network over `valid=` of a `.data` file, write the result files into `out` (a temporary folder if
+    None) and score them: the headline row is `metric` at the first IoU (VOC07 11-point @ .5 by default)."""
+    if metric not in METRICS:
+        raise ValueError(f'metric must be one of {", ".join(METRICS)}, got {metric!r}')
+    data = data_cfg if isinstance(data_cfg, DataCfg) else parse_data(data_cfg)
+    if not data['valid']:
+        raise CfgError(f'{data.path}: no valid= list to evaluate')
+    if metric == 'kitti' and not data['kitti_labels']:
+        raise CfgError(f'{data.path}: metric kitti needs kitti_labels= (the KITTI label_2 folder)')
+    names = list(names or data.names())
+    if len(names) != net.num_classes:
+        raise CfgError(f'{data.path}: {len(names)} class names for a network with {net.num_classes} classes')
+    paths = resolve_list(data['valid'])
+    if not paths:
+        raise ValueError(f'{data["valid"]}: the image list is empty')
+    ids = _unique_ids(paths)  # before the long run: two images with one id would mix their result lines
+    dets, sizes = run_list(net, paths, size, batch_size=batch_size, device=device, workers=workers,
+                           progress=progress)
+    with tempfile.TemporaryDirectory(prefix='yolo_lrm_eval_') as tmp:
+        folder = out or tmp
+        if metric == 'kitti':
+            write_kitti_results(os.path.join(folder, 'data'), paths, dets, sizes, names)
+            return score_kitti_dirs(data['kitti_labels'], os.path.join(folder, 'data'), ids)
+        template = write_voc_results(folder, paths, dets, sizes, names)
+        gt = load_voc_annotations(data['annotations'], ids, names) if data['annotations'] else \
+            labels_ground_truth(data['valid'], sizes, names)
+        metrics = ('voc07', 'area') if metric == 'kitti-voc' else (metric,)
+        ious = [iou] if isinstance(iou, (int, float)) else list(iou)
+        return score_voc(gt, read_all_detections(template, names, ids), names, metrics, ious, inclusive)
+
+
+# ------------------------------------------------------------------------------------------------- command line
+def _output_args(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument('--json', help='write the result as JSON here')
+    ap.add_argument('--csv', help='write the table as CSV here')
+    ap.add_argument('--plot', metavar='DIR', help='save one PR plot per class here (needs matplotlib)')
+
+
+def _report(result: EvalResult, json_path: str | None, csv_path: str | None, plot_dir: str | None) -> None:
+    print(format_table(result))
+    if json_path:
+        save_json(result, json_path)
+    if csv_path:
+        save_csv(result, csv_path)
+    if plot_dir:
+        plot_pr(result, plot_dir)
+
+
+def _main_voc(argv: list[str]) -> None:
+    ap = argparse.ArgumentParser(prog='evaluate.py voc', description='Score VOC result files (py-faster-rcnn rules).')
+    ap.add_argument('--annotations', required=True, help='folder of VOC XML files (<id>.xml)')
+    ap.add_argument('--image-set', required=True, help='file of image ids (ImageSets/Main/test.txt)')
+    ap.add_argument('--names', required=True, help='class names, one per line')
+    ap.add_argument('--results', required=True, help='result file template, {} = class name')
+    ap.add_argument('--metric', nargs='+', choices=('voc07', 'area'), default=['voc07'])
+    ap.add_argument('--iou', nargs='+', type=float, default=[0.5])
+    ap.add_argument('--iou-ge', action='store_true', help="IoU >= threshold (official MATLAB devkit) instead of >")
+    _output_args(ap)
+    a = ap.parse_args(argv)
+    result = score_voc_files(a.annotations, a.image_set, read_names(a.names), a.results, a.metric, a.iou, a.iou_ge)
+    _report(result, a.json, a.csv, a.plot)
+
+
+def _main_kitti(argv: list[str]) -> None:
+    ap = argparse.ArgumentParser(prog='evaluate.py kitti', description='Official KITTI 2D object evaluation.')
+    ap.add_argument('--labels', required=True, help='label_2 folder (<frame>.txt, 15 columns)')
+    ap.add_argument('--results', required=True, help='result folder (<frame>.txt, 16 columns, score last)')
+    ap.add_argument('--frames', help='file of frame ids to evaluate (default: every label file)')
+    _output_args(ap)
+    a = ap.parse_args(argv)
+    frames = read_image_set(a.frames) if a.frames else None
+    _report(score_kitti_dirs(a.labels, a.results, frames), a.json, a.csv, a.plot)
+
+
+def _main_model(argv: list[str]) -> None:
+    ap = argparse.ArgumentParser(prog='evaluate.py', description='Run a model over valid= of a .data file and score '
+                                 'it; or "evaluate.py voc|kitti --help" to score result files.')
+    ap.add_argument('cfg', help="network cfg ('-' to use the cfg embedded in a .pt)")
+    ap.add_argument('data', help='.data file (valid=, names=, annotations= or kitti_labels=)')
+    ap.add_argument('weights', help='Darknet .weights or yolo_lrm .pt')
+    ap.add_argument('--metric', choices=METRICS, help='default: kitti if the .data says eval=kitti, else voc07')
+    ap.add_argument('--iou', nargs='+', type=float, default=[0.5], help='IoU thresholds (VOC metrics)')
+    ap.add_argument('--iou-ge', action='store_true', help="IoU >= threshold (official MATLAB devkit) instead of >")
+    ap.add_argument('--batch', type=int, default=8)
+    ap.add_argument('--workers', type=int, default=2, help='image loading processes')
+    ap.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    ap.add_argument('--size', type=int, help='network input size (default: the cfg width)')
+    ap.add_argument('--out', help='folder for result files, eval.json and eval.csv (default: results= of the .data)')
+    ap.add_argument('--set', nargs='*', default=[], metavar='SECTION.KEY=VALUE', help='cfg overrides')
+    _output_args(ap)
+    a = ap.parse_args(argv)
+    from .checkpoint import load_model
+    data = parse_data(a.data)
+    metric = a.metric or ('kitti' if data['eval'] == 'kitti' else 'voc07')
+    net, ckpt_names = load_model(a.weights, None if a.cfg == '-' else a.cfg, a.set, a.device)
+    out = a.out or data['results']
+    result = evaluate_model(net, data, metric, a.iou, names=None if data['names'] else ckpt_names, size=a.size,
+                            batch_size=a.batch, out=out, workers=a.workers, inclusive=a.iou_ge)
+    _report(result, a.json or os.path.join(out, 'eval.json'), a.csv or os.path.join(out, 'eval.csv'), a.plot)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`evaluate.py` entry point (see the module docstring)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    commands = {'voc': _main_voc, 'kitti': _main_kitti}
+    try:
+        commands.get(argv[0] if argv else '', _main_model)(argv[1:] if argv and argv[0] in commands else argv)
+    except (ValueError, OSError, RuntimeError) as exc:  # CfgError and the readers' errors are ValueErrors
+        raise SystemExit(f'error: {exc}') from None
+
+
+if __name__ == '__main__':
+    main()
