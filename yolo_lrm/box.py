@@ -28,8 +28,23 @@ def iou_cxcywh(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def pairwise_iou_cxcywh(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """IoU of every box in a (..., N, 4) with every box in b (..., M, 4): (..., N, M)."""
-    return iou_cxcywh(a.unsqueeze(-2), b.unsqueeze(-3))
+    """IoU of every box in a (..., N, 4) with every box in b (..., M, 4): (..., N, M).
+
+    The same arithmetic as `iou_cxcywh` (bit-identical results), with each box's edges and area computed once and
+    the (N, M) intermediates updated in place: the pair matrices of LRM's NMS are the large ones."""
+    ax1, ay1, ax2, ay2, a_area = (t.unsqueeze(-1) for t in _edges_area(a))
+    bx1, by1, bx2, by2, b_area = (t.unsqueeze(-2) for t in _edges_area(b))
+    inter = torch.minimum(ax2, bx2).sub_(torch.maximum(ax1, bx1)).clamp_(min=0)
+    inter.mul_(torch.minimum(ay2, by2).sub_(torch.maximum(ay1, by1)).clamp_(min=0))
+    union = (a_area + b_area).sub_(inter)
+    empty = union <= 0
+    return inter.div_(union.clamp_(min=1e-12)).masked_fill_(empty, 0.0)
+
+
+def _edges_area(b: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """x1, y1, x2, y2 and area of (..., 4) centre/size boxes, as `iou_cxcywh` computes them."""
+    cx, cy, w, h = b.unbind(-1)
+    return cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, w * h
 
 
 def greedy_keep(suppresses: torch.Tensor, candidate: torch.Tensor | None = None) -> torch.Tensor:

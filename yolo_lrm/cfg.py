@@ -93,10 +93,19 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[str], Any], Any]]] = {
         # ours: the paper's Loss1 and focal loss (Table IV)
         'loss': (_choice('loss2', 'loss1'), 'loss2'), 'focal': (_int, 0), 'focal_gamma': (_float, 2.0),
         'focal_alpha': (_float, 0.25),
+        # ours: IoU-balanced losses (../shared/papers/iou-balanced-loss.md eq. 1-4), off by default
+        'iou_balanced_cls': (_int, 0), 'eta': (_float, 1.5), 'iou_balanced_loc': (_int, 0), 'lambda': (_float, 1.5),
+        'w_loc': (_float, 1.0),
     },
     'lrm': {
         # ours: Loss Rank Mining (training only).  hard_examples=0 switches it off; nms>=1 means no NMS.
         'hard_examples': (_int, 0), 'nms': (_float, 1.0),
+        # ours: the other mining options (yolo_lrm/mining.py); the defaults are plain LRM
+        'mode': (_choice('lrm', 'ohem'), 'lrm'), 'neg_pos_ratio': (_float, 3.0),
+        'select': (_choice('loss', 'stratified', 'strata'), 'loss'), 'select_beta': (_float, 2.0),
+        'beta_start': (_int, 0), 'beta_ramp': (_int, 0), 'strata_cls_share': (_float, 0.5),
+        'k_mode': (_choice('fixed', 'truths', 'loss_share'), 'fixed'), 'k_min': (_int, 0),
+        'k_per_truth': (_float, 1.0), 'loss_share': (_float, 0.9), 'soft': (_float, 0.0), 'soft_decay': (_float, 0.0),
     },
 }
 ALIASES = {'network': 'net', 'conv': 'convolutional', 'max': 'maxpool', 'avg': 'avgpool'}

@@ -22,6 +22,17 @@ objectness and classes are scored.  `focal=1` replaces the cross-entropy by Lin 
 `−α_t·(1 − p_t)^γ·log p_t`, with α_t = focal_alpha for foreground and 1 − focal_alpha for background predictions.
 Inference (`head.decode(..., loss='loss1')`) scores a class by the same (C+1)-softmax probability; the statistics
 report that probability as `class` and 1 − p(background) as `obj` / `no_obj`.
+
+IoU-balanced losses (`../shared/papers/iou-balanced-loss.md` eq. 1-4), `[region]` keys, off by default; IoU is that
+of the responsible prediction's box with its truth, and no weight or normaliser carries a gradient:
+* `iou_balanced_cls=1`, `eta=1.5`: each responsible prediction's class term (Loss2: and, separately, its objectness
+  term) is multiplied by iou^η · S / S_η, where S and S_η are that term's plain and iou^η-weighted sums over the
+  responsible predictions of the whole call (the forwarded mini-batch, as the paper's batch normaliser), so the
+  sum is unchanged; η = 0 is the plain loss.  Loss1's background terms and Loss2's no-object terms are untouched.
+* `iou_balanced_loc=1`, `lambda=1.5`, `w_loc=1`: each responsible prediction's coordinate term is multiplied by
+  w_loc · iou^λ (eq. 4, no normaliser; the paper tuned w_loc ≈ 3 for λ = 1.5 to keep the first step's sum); the
+  anchor prior is untouched.  λ = 0 with w_loc = 1 is the plain loss.
+The mining options of `[lrm]` (stratified selection, adaptive K, soft LRM, OHEM) are described in `mining.py`.
 """
 from __future__ import annotations
 
@@ -34,7 +45,7 @@ from torch import nn
 from .box import iou_cxcywh, pairwise_iou_cxcywh
 from .cfg import Section
 from .head import grid_boxes, split_output
-from .lrm import select_hard_examples
+from .mining import Mining, Predictions, check_lrm, mine
 
 MAX_TRUTHS = 30          # Darknet's region layer reads exactly 30 truth slots per image
 PRIOR_SEEN = 12800       # the anchor prior applies while fewer images than this have been seen
@@ -44,12 +55,15 @@ PRIOR_SCALE = 0.01
 @dataclass
 class LossResult:
     """What one call of the criterion returns (see the module docstring and docs/architecture.md)."""
-    total: torch.Tensor                # scalar: sum over the batch (after the LRM mask when LRM is on)
+    total: torch.Tensor                # scalar: sum over the batch (after the LRM weight when LRM is on)
     per_prediction: torch.Tensor       # (B, A, H, W): each prediction's own loss, before masking
+    per_prediction_cls: torch.Tensor   # (B, A, H, W): its L_cls part (objectness / no-object + class)
+    per_prediction_loc: torch.Tensor   # (B, A, H, W): its L_loc part (coordinates or anchor prior); cls + loc = own
     terms: dict[str, torch.Tensor]     # coord, prior, obj, noobj, cls: detached sums after the mask (add up to total);
     #                                    Loss1: cls = foreground, noobj = background classification, obj = 0
-    stats: dict[str, torch.Tensor]     # Darknet's printed statistics (+ lrm_fg, lrm_bg, lrm_share with LRM)
+    stats: dict[str, torch.Tensor]     # Darknet's printed statistics (+ lrm_fg, lrm_bg, lrm_share, lrm_k, ... with LRM)
     mask: torch.Tensor | None          # (B, A, H, W) bool: the LRM hard examples, None when LRM is off
+    weight: torch.Tensor | None        # (B, A, H, W): multiplier of each prediction's loss (soft LRM), None when off
 
     def darknet_line(self) -> str:
         """Darknet's `Region Avg IOU: ...` line for this batch (synchronises with the device)."""
@@ -88,10 +102,11 @@ class RegionLoss(nn.Module):
 
     `targets` is (B, M, 5) float, rows (class, cx, cy, w, h) normalised, class = -1 for padding; rows with zero
     width or height are ignored (Darknet would take log(0)).  `seen` is the int count of training images seen.
-    LRM applies in training mode only (`crit.train()`, the default; `crit.eval()` switches it off); it masks each
-    prediction's loss, which is the same as masking the gradient of its 5+C channels of F (paper eq. 1-2), because
-    a prediction's loss depends on its own channels only once the targets are fixed.  The loss itself never waits
-    for the device; LRM with NMS does, a few times per call (see `lrm.select_hard_examples`).
+    LRM applies in training mode only (`crit.train()`, the default; `crit.eval()` switches it off); it masks (soft
+    LRM: down-weights) each prediction's loss, which is the same as masking the gradient of its 5+C channels of F
+    (paper eq. 1-2), because a prediction's loss depends on its own channels only once the targets are fixed.
+    The loss itself never waits for the device; LRM with NMS does, a few times per call (see `lrm.py`; one more
+    with a per-image K).
     """
 
     def __init__(self, region: Section, lrm: Section | None = None):
@@ -106,8 +121,11 @@ class RegionLoss(nn.Module):
             raise r.error(f'the region layer reads at most {MAX_TRUTHS} truths per image; max={r["max"]}', 'max')
         if r['focal'] and r['loss'] != 'loss1':
             raise r.error('focal=1 needs loss=loss1 (Loss2 has no shared foreground/background term)', 'focal')
-        if lrm is not None and lrm['hard_examples'] < 0:
-            raise lrm.error('hard_examples must be >= 0 (0 switches LRM off)', 'hard_examples')
+        for key in ('eta', 'lambda', 'w_loc'):
+            if r[key] < 0:
+                raise r.error(f'{key} must be >= 0', key)
+        if lrm is not None:
+            check_lrm(lrm)
         self.num_anchors, self.num_classes = r['num'], r['classes']
         self.max_truths = r['max']
         self._anchors = torch.tensor(r['anchors'], dtype=torch.float32).view(-1, 2)
@@ -135,18 +153,23 @@ class RegionLoss(nn.Module):
             obj, cls = torch.zeros_like(coord), self._loss1_cls(pred, assign)
         else:
             obj, cls = self._loss2_obj_cls(pred, assign)
+        coord, obj, cls = self._iou_balance(coord, obj, cls, assign)
         per_pred = coord + obj + cls
-        mask = self._lrm_mask(per_pred, pred, boxes)
-        keep = per_pred.new_ones(()) if mask is None else mask.to(per_pred.dtype)
+        mined = self._mine(coord, obj, cls, pred, boxes, truths, assign, seen)
+        keep = per_pred.new_ones(()) if mined is None else mined.weight
         resp = assign.resp.to(per_pred.dtype)
         # Loss2's class term lives on responsible predictions only, Loss1's obj term is 0: one split serves both
         terms = {'coord': coord * resp, 'prior': coord * (1 - resp), 'obj': obj * resp, 'cls': cls * resp,
                  'noobj': (obj + cls) * (1 - resp)}
         terms = {k: (v * keep).sum().detach() for k, v in terms.items()}
         total = (per_pred * keep).sum()
-        stats = self._stats(pred, boxes, truths, assign, per_pred, mask)
+        stats = self._stats(pred, boxes, truths)
         shape = (b, a, h, w)
-        return LossResult(total, per_pred.view(shape), terms, stats, None if mask is None else mask.view(shape))
+        if mined is not None:
+            stats.update(mined.stats)
+        return LossResult(total, per_pred.view(shape), (obj + cls).view(shape), coord.view(shape), terms, stats,
+                          None if mined is None else mined.mask.view(shape),
+                          None if mined is None else mined.weight.view(shape))
 
     # ------------------------------------------------------------------------------------------ assignment
     def _truths(self, targets: torch.Tensor, anchors: torch.Tensor, boxes: torch.Tensor, h: int, w: int) -> _Truths:
@@ -235,16 +258,29 @@ class RegionLoss(nn.Module):
             loss = loss * (-torch.expm1(logp)).clamp(min=1e-12).pow(r['focal_gamma'])
         return weight * loss
 
+    def _iou_balance(self, coord: torch.Tensor, obj: torch.Tensor, cls: torch.Tensor,
+                     assign: _Assignment) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The IoU-balanced weights (module docstring) on the responsible predictions' terms, when configured."""
+        r, resp, iou = self.region, assign.resp, assign.iou   # iou was computed without gradient
+        if r['iou_balanced_loc']:
+            coord = torch.where(resp, coord * (r['w_loc'] * iou.pow(r['lambda'])), coord)
+        if r['iou_balanced_cls']:
+            focus = iou.pow(r['eta'])
+            obj = torch.where(resp, obj * _balanced(obj, focus, resp), obj)
+            cls = torch.where(resp, cls * _balanced(cls, focus, resp), cls)
+        return coord, obj, cls
+
     # ---------------------------------------------------------------------------------------- LRM and stats
-    def _lrm_mask(self, per_pred: torch.Tensor, pred: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor | None:
+    def _mine(self, coord: torch.Tensor, obj: torch.Tensor, cls: torch.Tensor, pred: torch.Tensor,
+              boxes: torch.Tensor, truths: _Truths, assign: _Assignment, seen: int) -> Mining | None:
         if not self.training or self.lrm is None or self.lrm['hard_examples'] <= 0:
             return None
-        nms = self.lrm['nms'] if self.lrm['nms'] < 1 else None
         classes = pred[..., 5:].detach().argmax(-1)  # also the argmax of Loss1's class scores
-        return select_hard_examples(per_pred.detach(), boxes, classes, self.lrm['hard_examples'], nms)
+        parts = Predictions(coord.detach(), obj.detach(), cls.detach(), boxes, classes, assign.resp,
+                            truths.valid.sum(1))
+        return mine(self.lrm, parts, seen, self.num_anchors)
 
-    def _stats(self, pred: torch.Tensor, boxes: torch.Tensor, truths: _Truths, assign: _Assignment,
-               per_pred: torch.Tensor, mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    def _stats(self, pred: torch.Tensor, boxes: torch.Tensor, truths: _Truths) -> dict[str, torch.Tensor]:
         """Darknet's printed statistics over every valid truth (overwritten ones too), as 0-dim tensors."""
         with torch.no_grad():
             p = pred.detach()
@@ -264,11 +300,14 @@ class RegionLoss(nn.Module):
                      'obj': (objness.gather(1, at) * valid).sum() / count, 'no_obj': objness.mean(),
                      'recall': ((iou > 0.5) * valid).sum() / count, 'recall75': ((iou > 0.75) * valid).sum() / count,
                      'count': count}
-            if mask is not None:
-                stats['lrm_fg'] = (mask & assign.resp).sum()
-                stats['lrm_bg'] = (mask & ~assign.resp).sum()
-                stats['lrm_share'] = (per_pred.detach() * mask).sum() / per_pred.detach().sum()
         return stats
+
+
+def _balanced(term: torch.Tensor, focus: torch.Tensor, resp: torch.Tensor) -> torch.Tensor:
+    """focus · S / S_focus: the IoU-balanced weight keeping the term's sum over the responsible predictions (eq. 2)."""
+    t = torch.where(resp, term.detach(), torch.zeros_like(focus))
+    plain, weighted = t.sum(), (t * focus).sum()
+    return focus * torch.where(weighted > 0, plain / weighted.clamp(min=torch.finfo(t.dtype).tiny), 1.0)
 
 
 def build_loss(net: nn.Module) -> RegionLoss:

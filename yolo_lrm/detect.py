@@ -1,0 +1,688 @@
+"""Real-time inference: read images / videos / cameras / streams, run letterbox → network → decode + NMS →
+unletterbox, draw and save the results.
+
+The preprocessing is `letterbox.letterbox` and the decoding `head.detect` + `letterbox.unletterbox`: exactly what
+evaluation uses, so a detection here is the detection that was scored.  Speed comes from conv+BN fusion,
+channels_last, autocast on CUDA, batches for image folders and a reader thread that decodes and letterboxes the next
+frames while the network runs on the current ones.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import cv2
+import numpy as np
+import torch
+
+from .cfg import CfgError, parse_data
+from .checkpoint import load_model
+from .data import ImageError, read_image, resolve_list
+from .draw import clip_boxes, draw_detections, palette
+from .evaluate import kitti_lines
+from .head import detect
+from .letterbox import letterbox, unletterbox
+from .model import Darknet
+
+IMAGE_EXTS = {'.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm', '.pbm', '.jp2'}
+VIDEO_EXTS = {'.avi', '.mp4', '.mkv', '.mov', '.m4v', '.mpg', '.mpeg', '.wmv', '.webm', '.flv', '.ts', '.3gp'}
+STREAM_SCHEMES = ('rtsp://', 'rtsps://', 'rtmp://', 'http://', 'https://', 'udp://', 'tcp://')
+DEFAULT_CONF = 0.25  # Darknet: `detector test` .5, `demo` .24; .25 keeps demo's recall with a round number
+
+
+class SourceError(ValueError):
+    """A source that cannot be read: the message names the file, camera or URL."""
+
+
+# ------------------------------------------------------------------------------------------------------- sources
+@dataclass
+class Source:
+    """What `--source` names: `kind` is 'images' (paths), 'video' (one file) or 'stream' (camera index or URL)."""
+    spec: str
+    kind: str
+    items: list[str]
+
+    @property
+    def live(self) -> bool:
+        """Cameras and network streams: frames come in real time, so stale ones may be dropped."""
+        return self.kind == 'stream'
+
+
+def resolve_source(spec: str) -> Source:
+    """Classify `--source`: camera index, stream URL, video file, image, folder, `.txt` list or glob."""
+    if spec.isdigit():
+        return Source(spec, 'stream', [spec])
+    if spec.lower().startswith(STREAM_SCHEMES):
+        path_part = spec.split('?', 1)[0].lower()
+        is_file = spec.lower().startswith(('http://', 'https://')) and Path(path_part).suffix in VIDEO_EXTS
+        return Source(spec, 'video' if is_file else 'stream', [spec])
+    path = Path(spec)
+    if path.is_dir():
+        images = sorted(str(p) for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+        if not images:
+            raise SourceError(f'{spec}: folder has no images ({", ".join(sorted(IMAGE_EXTS))})')
+        return Source(spec, 'images', images)
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix in VIDEO_EXTS:
+            return Source(spec, 'video', [spec])
+        if suffix == '.txt':  # a Darknet image list, read by the rule the rest of the package uses
+            items = resolve_list(path)
+            if not items:
+                raise SourceError(f'{spec}: list file is empty')
+            return Source(spec, 'images', items)
+        return Source(spec, 'images', [spec])
+    if glob.has_magic(spec):
+        images = sorted(p for p in glob.glob(spec, recursive=True) if Path(p).suffix.lower() in IMAGE_EXTS)
+        if not images:
+            raise SourceError(f'{spec}: the pattern matches no image files')
+        return Source(spec, 'images', images)
+    raise SourceError(f'{spec}: no such file or folder (nor a glob, camera index or stream URL)')
+
+
+def open_capture(source: Source) -> cv2.VideoCapture:
+    """Open a video file, camera or stream with OpenCV; a clear error when it cannot be opened."""
+    spec = source.items[0]
+    if spec.isdigit():
+        cap = cv2.VideoCapture(int(spec))
+        what = f'camera {spec}: not available (no such device, busy, or no permission)'
+    else:
+        if source.kind == 'video' and not spec.lower().startswith(STREAM_SCHEMES) and not os.path.isfile(spec):
+            raise SourceError(f'{spec}: video not found')
+        cap = cv2.VideoCapture(spec, cv2.CAP_ANY, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 15000])
+        what = f'{spec}: cannot open ' + ('stream' if source.live else 'video (corrupt file or unsupported codec)')
+    if not cap.isOpened():
+        cap.release()
+        raise SourceError(what)
+    return cap
+
+
+@dataclass
+class Frame:
+    """One decoded, letterboxed frame; `index`/`count` number it within its video or image list."""
+    rgb: np.ndarray        # the original image (H, W, 3) uint8
+    tensor: np.ndarray     # (3, net_h, net_w) float32 letterboxed network input
+    source: str
+    index: int
+    count: int | None      # frames in the video or images in the list (None for live streams)
+    read_s: float          # decoding + letterboxing time
+    video: bool = False    # a frame of a video file, camera or stream (else an image file)
+    fps: float = 0.0       # video frame rate (0 when unknown)
+
+
+@dataclass
+class Skip:
+    """An image of a list that could not be read."""
+    source: str
+    reason: str
+
+
+_END = object()
+
+
+class FrameReader:
+    """Decodes and letterboxes frames in a background thread, a bounded queue ahead of the network, so that
+    decoding overlaps inference.  For live streams the oldest queued frame is dropped when the network falls
+    behind (real-time output rather than an ever-growing delay)."""
+
+    def __init__(self, source: Source, prepare: Callable[[np.ndarray], np.ndarray], depth: int = 8):
+        self.source, self.prepare = source, prepare
+        # open a video or camera now, so that a bad one fails before any output is made
+        self.capture = open_capture(source) if source.kind != 'images' else None
+        self.queue: queue.Queue = queue.Queue(maxsize=max(2, depth))
+        self.stop = threading.Event()
+        self.dropped = 0
+        self.thread = threading.Thread(target=self._run, name='frame-reader', daemon=True)
+
+    def __iter__(self) -> Iterator[Frame | Skip]:
+        self.thread.start()
+        while True:
+            item = self.queue.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the thread (also mid-stream) and wait for it; a stream stuck in a read is left to die with the
+        process (the thread is a daemon) after `timeout` seconds."""
+        self.stop.set()
+        if self.thread.ident is None and self.capture is not None:  # never started: nobody else releases it
+            self.capture.release()
+        deadline = time.monotonic() + timeout
+        while self.thread.is_alive() and time.monotonic() < deadline:
+            try:
+                self.queue.get(timeout=0.05)  # unblocks a producer waiting on a full queue
+            except queue.Empty:
+                pass
+
+    def _run(self) -> None:
+        try:
+            frames = self._images() if self.source.kind == 'images' else self._video()
+            for item in frames:
+                if self.stop.is_set():
+                    break
+                self._put(item)
+        except BaseException as exc:  # handed to the consumer, which re-raises it in the main thread
+            self._put(exc)
+        self._put(_END)
+
+    def _put(self, item: object) -> None:
+        if self.source.live and isinstance(item, Frame) and self.queue.full():
+            try:
+                self.queue.get_nowait()
+                self.dropped += 1
+            except queue.Empty:
+                pass
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _images(self) -> Iterator[Frame | Skip]:
+        paths = self.source.items
+        for i, path in enumerate(paths):
+            t = time.perf_counter()
+            try:
+                rgb = read_image(path)  # evaluation's reader: same pixels, so the same boxes
+            except ImageError as exc:
+                yield Skip(path, str(exc))
+                continue
+            yield Frame(rgb, self.prepare(rgb), path, i, len(paths), time.perf_counter() - t)
+
+    def _video(self) -> Iterator[Frame]:
+        cap = self.capture
+        try:
+            count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if not self.source.live else None
+            fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+            i = 0
+            while not self.stop.is_set():
+                t = time.perf_counter()
+                ok, bgr = cap.read()
+                if not ok:
+                    break
+                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                yield Frame(rgb, self.prepare(rgb), self.source.spec, i, count or None, time.perf_counter() - t,
+                            True, fps)
+                i += 1
+            if i == 0 and not self.stop.is_set():
+                raise SourceError(f'{self.source.spec}: opened, but no frame could be decoded')
+        finally:
+            cap.release()
+
+
+# ------------------------------------------------------------------------------------------------------ detector
+class Detector:
+    """A network ready for inference: eval mode, BN fused, optionally channels_last and autocast (CUDA).
+
+    `detector([rgb images])` returns per image an (n, 6) tensor `x1, y1, x2, y2, score, class` in pixels of that
+    image (unclipped, as evaluation scores them); the steps are also exposed for timing: `prepare`, `network`,
+    `postprocess`.
+    """
+
+    def __init__(self, net: Darknet, size: tuple[int, int] | None = None, conf: float = DEFAULT_CONF,
+                 nms: float = 0.45, max_det: int = 300, classes: list[int] | None = None, half: str | None = None,
+                 fuse: bool = True, channels_last: bool = True):
+        self.net = net.eval()
+        self.device = next(net.parameters()).device
+        if fuse:
+            net.fuse()
+        # channels_last: cuDNN's preferred layout; on CPU (oneDNN) it cut CPU time by 0-20% on the cfgs measured,
+        # most on tiny-yolo, whose NCHW max-pools are slow (bench/bench_infer.py)
+        self.channels_last = channels_last
+        if channels_last:
+            net.to(memory_format=torch.channels_last)
+        self.size = size or (net.width, net.height)
+        for v in self.size:
+            if v <= 0 or v % net.stride:
+                raise ValueError(f'image size {v} must be a positive multiple of the network stride {net.stride}')
+        if half not in (None, 'fp16', 'bf16'):
+            raise ValueError(f'half must be fp16 or bf16, got {half!r}')
+        # autocast is for CUDA only: on CPU half precision is slower than fp32 on most processors
+        self.dtype = {'fp16': torch.float16, 'bf16': torch.bfloat16}.get(half) if self.device.type == 'cuda' else None
+        if classes is not None and any(not 0 <= c < net.num_classes for c in classes):
+            raise ValueError(f'classes {classes} outside 0..{net.num_classes - 1}')
+        self.conf, self.nms, self.max_det, self.classes = conf, nms, max_det, classes
+        self.anchors = net.anchors.to(self.device)
+
+    def prepare(self, image_rgb: np.ndarray) -> np.ndarray:
+        """Darknet's letterbox of an (H, W, 3) RGB image to the network size: (3, h, w) float32."""
+        return letterbox(image_rgb, *self.size)
+
+    @torch.inference_mode()
+    def network(self, batch: np.ndarray) -> torch.Tensor:
+        """Raw output F (float32) for a (B, 3, h, w) float32 batch of letterboxed images."""
+        x = torch.from_numpy(batch)
+        if self.device.type == 'cuda':
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+            out = self.net(x)
+        return out.float()
+
+    @torch.inference_mode()
+    def postprocess(self, output: torch.Tensor, sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
+        """Decode + class-wise NMS, then map the boxes to each image's pixels (`sizes` = (w, h) per image)."""
+        dets = detect(output, self.anchors, self.conf, self.nms, self.net.region['loss'], self.max_det, self.classes)
+        return [torch.cat((unletterbox(d[:, :4], w, h, *self.size), d[:, 4:]), 1) for d, (w, h) in zip(dets, sizes)]
+
+    def __call__(self, images_rgb: list[np.ndarray]) -> list[torch.Tensor]:
+        """Detections for a list of (H, W, 3) RGB uint8 images, run as one batch."""
+        batch = np.stack([self.prepare(im) for im in images_rgb])
+        return self.postprocess(self.network(batch), [(im.shape[1], im.shape[0]) for im in images_rgb])
+
+    def warmup(self, batch: int = 1) -> None:
+        """One forward pass on a blank batch (first-call allocation, cuDNN autotuning) before timing starts."""
+        self.network(np.full((batch, 3, self.size[1], self.size[0]), 0.5, dtype=np.float32))
+        synchronize(self.device)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work so that wall-clock timings are real."""
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+# ------------------------------------------------------------------------------------------------------- outputs
+def increment_dir(path: str | os.PathLike, exist_ok: bool = False) -> Path:
+    """`runs/detect/exp`, then `exp2`, `exp3`, ... (the first that does not exist), created."""
+    path = Path(path)
+    if not exist_ok and path.exists():
+        n = 2
+        while (path.parent / f'{path.name}{n}').exists():
+            n += 1
+        path = path.parent / f'{path.name}{n}'
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def darknet_label_lines(dets: np.ndarray, im_w: int, im_h: int, with_score: bool) -> list[str]:
+    """Darknet label rows `class cx cy w h [score]`, normalised to the image, from clipped pixel boxes."""
+    cx, cy = (dets[:, 0] + dets[:, 2]) / 2 / im_w, (dets[:, 1] + dets[:, 3]) / 2 / im_h
+    w, h = (dets[:, 2] - dets[:, 0]) / im_w, (dets[:, 3] - dets[:, 1]) / im_h
+    rows = np.stack((cx, cy, w, h, dets[:, 4]), 1)
+    fmt = '{:d} {:.6f} {:.6f} {:.6f} {:.6f} {:.6f}' if with_score else '{:d} {:.6f} {:.6f} {:.6f} {:.6f}'
+    return [fmt.format(int(c), *r) for c, r in zip(dets[:, 5].tolist(), rows.tolist())]
+
+
+def json_record(frame: Frame, dets: np.ndarray, names: list[str]) -> dict:
+    """One image or video frame with its detections (clipped 0-based pixel boxes x1, y1, x2, y2)."""
+    h, w = frame.rgb.shape[:2]
+    return {'source': frame.source, 'frame': frame.index, 'width': w, 'height': h,
+            'detections': [{'class': int(c), 'name': names[int(c)], 'score': round(s, 6),
+                            'box': [round(v, 2) for v in (x1, y1, x2, y2)]}
+                           for x1, y1, x2, y2, s, c in dets.tolist()]}
+
+
+@dataclass
+class OutputOptions:
+    """What to write for each frame."""
+    save_images: bool = True
+    save_txt: bool = False
+    save_conf: bool = False
+    save_kitti: bool = False
+    save_json: bool = False
+    view: bool = False
+    show_conf: bool = True
+
+
+class ResultWriter:
+    """Writes annotated images / videos and the result files of a run into `save_dir`."""
+
+    def __init__(self, save_dir: Path, names: list[str], opts: OutputOptions):
+        self.dir, self.names, self.opts = save_dir, names, opts
+        self.colors = palette(len(names))
+        self.stems: dict[str, str] = {}
+        self.videos: dict[str, cv2.VideoWriter] = {}
+        self.records: list[dict] = []
+        self.view = viewer_available() if opts.view else False
+
+    def write(self, frame: Frame, raw: np.ndarray) -> bool:
+        """Draw and save one frame's (n, 6) pixel detections (unclipped, as the detector returns them); False when
+        the viewer asked to stop."""
+        stem = self._stem(frame.source)
+        name = f'{stem}_{frame.index:06d}' if frame.video else stem
+        h, w = frame.rgb.shape[:2]
+        dets = clip_boxes(raw, w, h)
+        if self.opts.save_txt:
+            self._text('labels', name, darknet_label_lines(dets, w, h, self.opts.save_conf))
+        if self.opts.save_kitti:  # evaluation's writer: the same file `evaluate.py --metric kitti` scores
+            (self.dir / 'kitti').mkdir(exist_ok=True)
+            (self.dir / 'kitti' / f'{name}.txt').write_text(kitti_lines(raw, w, h, self.names))
+        if self.opts.save_json:
+            self.records.append(json_record(frame, dets, self.names))
+        if not (self.opts.save_images or self.view):
+            return True
+        canvas = draw_detections(cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR), dets, self.names, self.colors,
+                                 self.opts.show_conf)
+        if self.opts.save_images:
+            if frame.video:
+                self._video(stem, frame, canvas).write(canvas)
+            else:
+                ext = Path(frame.source).suffix.lower()
+                cv2.imwrite(str(self.dir / f'{stem}{ext if ext in (".jpg", ".jpeg", ".png", ".bmp") else ".jpg"}'),
+                            canvas)
+        if self.view:
+            cv2.imshow('yolo_lrm detect', canvas)
+            if cv2.waitKey(1) & 0xFF == ord('q'):
+                return False
+        return True
+
+    def close(self) -> list[str]:
+        """Finish videos and the JSON file; returns what was written, for the summary."""
+        for writer in self.videos.values():
+            writer.release()
+        written = []
+        if self.opts.save_json:
+            (self.dir / 'detections.json').write_text(json.dumps({'names': self.names, 'images': self.records}))
+            written.append('detections.json')
+        written += [d + '/' for d in ('labels', 'kitti') if (self.dir / d).is_dir()]
+        if self.view:
+            cv2.destroyAllWindows()
+        return written
+
+    def _stem(self, source: str) -> str:
+        """A file-name stem per source, unique within the run (two inputs may share a name)."""
+        if source not in self.stems:
+            base = f'camera{source}' if source.isdigit() else Path(source.split('?', 1)[0]).stem or 'stream'
+            base = ''.join(ch if ch.isalnum() or ch in '-_.' else '_' for ch in base)
+            stem, n = base, 2
+            while stem in self.stems.values():
+                stem, n = f'{base}_{n}', n + 1
+            self.stems[source] = stem
+        return self.stems[source]
+
+    def _text(self, folder: str, name: str, lines: list[str]) -> None:
+        out = self.dir / folder
+        out.mkdir(exist_ok=True)
+        (out / f'{name}.txt').write_text(''.join(line + '\n' for line in lines))
+
+    def _video(self, stem: str, frame: Frame, canvas: np.ndarray) -> cv2.VideoWriter:
+        if stem not in self.videos:
+            h, w = canvas.shape[:2]
+            path = self.dir / f'{stem}.avi'
+            # MJPG/.avi: every OpenCV build (the headless wheel included) can write it
+            writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*'MJPG'), frame.fps or 25.0, (w, h))
+            if not writer.isOpened():
+                raise SourceError(f'{path}: cannot open a video writer')
+            self.videos[stem] = writer
+        return self.videos[stem]
+
+
+def viewer_available() -> bool:
+    """Whether `--view` can open a window; prints why not (headless OpenCV, no display) when it cannot."""
+    gui = [ln for ln in cv2.getBuildInformation().splitlines() if ln.strip().startswith('GUI:')]
+    if gui and gui[0].split(':', 1)[1].strip().upper() == 'NONE':
+        print('--view: this OpenCV build has no GUI (opencv-python-headless); '
+              'install opencv-python for --view. Continuing without a window.')
+        return False
+    if os.name == 'posix' and not (os.environ.get('DISPLAY') or os.environ.get('WAYLAND_DISPLAY')):
+        print('--view: no display found (DISPLAY is not set). Continuing without a window.')
+        return False
+    return True
+
+
+# ------------------------------------------------------------------------------------------------------- running
+@dataclass
+class Summary:
+    """What a run did, with its timings (seconds summed over frames)."""
+    save_dir: Path
+    frames: int = 0
+    skipped: list[str] = field(default_factory=list)
+    detections: int = 0
+    wall_s: float = 0.0
+    read_s: float = 0.0
+    net_s: float = 0.0
+    post_s: float = 0.0
+    write_s: float = 0.0
+    dropped: int = 0
+
+    @property
+    def fps(self) -> float:
+        """End to end: decode + letterbox + network + decode/NMS + drawing/saving, over the wall-clock time."""
+        return self.frames / self.wall_s if self.wall_s else 0.0
+
+    @property
+    def net_fps(self) -> float:
+        """Network forward passes only."""
+        return self.frames / self.net_s if self.net_s else 0.0
+
+
+def run(detector: Detector, reader: FrameReader, writer: ResultWriter, batch: int = 1,
+        verbose: bool = True) -> Summary:
+    """Run the detector over a reader's frames (batches of `batch`; 1 for live streams), writing results as they
+    come; closes the reader and returns the summary with timings."""
+    source = reader.source
+    batch = 1 if source.live else max(1, batch)
+    summary = Summary(writer.dir)
+    # CUDA: warm up (and let cuDNN autotune) at the batch shape; CPU: one image is enough, a batch can take seconds
+    detector.warmup(batch if detector.device.type == 'cuda' else 1)
+    start = time.perf_counter()
+    pending: list[Frame] = []
+    try:
+        for item in reader:
+            if isinstance(item, Skip):
+                if len(source.items) == 1 and source.kind == 'images':
+                    raise SourceError(item.reason)
+                summary.skipped.append(item.source)
+                print(f'skip: {item.reason}')
+                continue
+            pending.append(item)
+            if len(pending) == batch:
+                frames, pending = pending, []
+                if not _process(detector, frames, writer, summary, verbose):
+                    break  # the viewer asked to stop
+        else:
+            if pending:  # the last, partial batch
+                _process(detector, pending, writer, summary, verbose)
+    except KeyboardInterrupt:
+        print('interrupted: finishing the files written so far')
+    finally:
+        reader.close()
+        summary.wall_s = time.perf_counter() - start
+        summary.dropped = reader.dropped
+    return summary
+
+
+def _process(detector: Detector, frames: list[Frame], writer: ResultWriter, summary: Summary,
+             verbose: bool) -> bool:
+    t0 = time.perf_counter()
+    output = detector.network(np.stack([f.tensor for f in frames]))
+    synchronize(detector.device)
+    t1 = time.perf_counter()
+    dets = detector.postprocess(output, [(f.rgb.shape[1], f.rgb.shape[0]) for f in frames])
+    dets = [d.cpu().numpy() for d in dets]
+    t2 = time.perf_counter()
+    net_ms, post_ms = (t1 - t0) * 1e3 / len(frames), (t2 - t1) * 1e3 / len(frames)
+    summary.net_s += t1 - t0
+    summary.post_s += t2 - t1
+    keep_going = True
+    for frame, det in zip(frames, dets):
+        t = time.perf_counter()
+        h, w = frame.rgb.shape[:2]
+        keep_going = writer.write(frame, det) and keep_going
+        write_ms = (time.perf_counter() - t) * 1e3
+        summary.write_s += write_ms / 1e3
+        summary.read_s += frame.read_s
+        summary.frames += 1
+        summary.detections += len(det)
+        if verbose:
+            print(f'{_frame_label(frame)} {w}x{h}: {_describe(det, writer.names)} '
+                  f'(read {frame.read_s * 1e3:.1f} ms, net {net_ms:.1f} ms, nms {post_ms:.1f} ms, '
+                  f'draw/save {write_ms:.1f} ms)')
+    return keep_going
+
+
+def _frame_label(frame: Frame) -> str:
+    of = f'/{frame.count}' if frame.count else ''
+    return f'{frame.index + 1}{of} {frame.source}'
+
+
+def _describe(dets: np.ndarray, names: list[str]) -> str:
+    if not len(dets):
+        return 'no detections'
+    classes, counts = np.unique(dets[:, 5].astype(np.int64), return_counts=True)
+    return ', '.join(f'{n} {names[c]}' for c, n in zip(classes.tolist(), counts.tolist()))
+
+
+def report(summary: Summary, written: list[str]) -> str:
+    """The closing lines: frame counts, end-to-end and network-only FPS, mean stage times, where results are."""
+    n = max(summary.frames, 1)
+    lines = [f'{summary.frames} frames in {summary.wall_s:.2f} s: end-to-end {summary.fps:.1f} FPS '
+             f'(decode + letterbox + network + NMS + drawing/saving), network only {summary.net_fps:.1f} FPS',
+             f'mean per frame: read {summary.read_s / n * 1e3:.1f} ms (in the reader thread), '
+             f'net {summary.net_s / n * 1e3:.1f} ms, nms {summary.post_s / n * 1e3:.1f} ms, '
+             f'draw/save {summary.write_s / n * 1e3:.1f} ms; {summary.detections} detections']
+    if summary.skipped:
+        lines.append(f'{len(summary.skipped)} unreadable images skipped')
+    if summary.dropped:
+        lines.append(f'{summary.dropped} live frames dropped (the network was slower than the stream)')
+    lines.append(f'results in {summary.save_dir}' + (f' ({", ".join(written)})' if written else ''))
+    return '\n'.join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------------- CLI
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The `detect.py` command line."""
+    ap = argparse.ArgumentParser(
+        description='Detect objects in images, folders, globs, list files, videos, cameras or streams.',
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument('--weights', required=True, help='.pt checkpoint (carries cfg and names) or Darknet .weights')
+    ap.add_argument('--cfg', help='network cfg (needed for .weights; overrides the one inside a .pt)')
+    ap.add_argument('--names', help='class names file, one per line (default: from the .pt, or --data)')
+    ap.add_argument('--data', help='.data file whose names= gives the class names')
+    ap.add_argument('--source', required=True,
+                    help='image, folder, glob, .txt list of paths, video file, camera index or rtsp/http URL')
+    ap.add_argument('--img-size', type=int, nargs='+', metavar='N',
+                    help='network input: N (square) or W H, multiples of 32 (default: the cfg width/height)')
+    ap.add_argument('--conf', type=float, default=DEFAULT_CONF,
+                    help="score threshold (Darknet: 'detector test' .5, 'demo' .24)")
+    ap.add_argument('--nms', type=float, default=0.45, help='class-wise NMS IoU threshold (>= 1: no NMS)')
+    ap.add_argument('--max-det', type=int, default=300, help='at most this many detections per image')
+    ap.add_argument('--classes', nargs='+', help='keep only these classes (ids or names)')
+    ap.add_argument('--device', default='', help="cpu, cuda, cuda:N or N (default: cuda when available)")
+    ap.add_argument('--half', nargs='?', const='fp16', choices=['fp16', 'bf16'],
+                    help='autocast the network to fp16 (default) or bf16 on CUDA')
+    ap.add_argument('--batch', type=int, default=1, help='images per forward pass (image lists and video files)')
+    ap.add_argument('--channels-last', action=argparse.BooleanOptionalAction, default=True,
+                    help='channels_last memory format (NHWC), usually faster on CPU and GPU')
+    ap.add_argument('--project', default='runs/detect', help='results go to PROJECT/NAME')
+    ap.add_argument('--name', default='exp', help='run name (exp, exp2, ... when it exists)')
+    ap.add_argument('--exist-ok', action='store_true', help='reuse PROJECT/NAME instead of incrementing')
+    ap.add_argument('--nosave', action='store_true', help='do not save annotated images/videos')
+    ap.add_argument('--save-txt', action='store_true', help='labels/<image>.txt: class cx cy w h (normalised)')
+    ap.add_argument('--save-conf', action='store_true', help='add the score to --save-txt rows')
+    ap.add_argument('--save-kitti', action='store_true', help='kitti/<image>.txt in the KITTI result format')
+    ap.add_argument('--save-json', action='store_true', help='detections.json with every detection')
+    ap.add_argument('--view', action='store_true', help='show results in a window (needs opencv-python)')
+    ap.add_argument('--hide-conf', action='store_true', help='draw labels without scores')
+    ap.add_argument('--quiet', action='store_true', help='no per-frame lines')
+    args = ap.parse_args(argv)
+    if args.img_size is not None and len(args.img_size) > 2:
+        ap.error('--img-size takes N or W H')
+    if args.batch < 1 or args.max_det < 1:
+        ap.error('--batch and --max-det must be at least 1')
+    return args
+
+
+def resolve_device(spec: str) -> torch.device:
+    """'' → cuda if available else cpu; 'N' → cuda:N; CUDA requested but absent is an error."""
+    spec = spec.strip().lower()
+    if not spec:
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    device = torch.device(f'cuda:{spec}' if spec.isdigit() else spec)
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise ValueError(f'--device {spec}: CUDA is not available in this torch build ({torch.__version__})')
+    return device
+
+
+def resolve_names(args: argparse.Namespace, stored: list[str] | None, num_classes: int) -> list[str]:
+    """Class names from --names, --data, the checkpoint, or `class<i>`; their number must match the network."""
+    if args.names:
+        try:
+            names = [ln.strip() for ln in Path(args.names).read_text().splitlines() if ln.strip()]
+        except OSError as exc:
+            raise ValueError(f'{args.names}: cannot read names file ({exc.strerror})') from None
+        where = args.names
+    elif args.data:
+        names, where = parse_data(args.data).names(), args.data
+    elif stored:
+        names, where = list(stored), f'{args.weights} (stored names)'
+    else:
+        return [f'class{i}' for i in range(num_classes)]
+    if len(names) != num_classes:
+        raise ValueError(f'{where}: {len(names)} class names, but the network has {num_classes} classes')
+    return names
+
+
+def resolve_classes(items: list[str] | None, names: list[str]) -> list[int] | None:
+    """--classes as ids: each item is a class index or a class name."""
+    if items is None:
+        return None
+    ids = []
+    for item in items:
+        if item.isdigit() and int(item) < len(names):
+            ids.append(int(item))
+        elif item in names:
+            ids.append(names.index(item))
+        else:
+            raise ValueError(f'--classes: {item!r} is neither a class index 0..{len(names) - 1} nor a class name')
+    return ids
+
+
+def build_detector(args: argparse.Namespace) -> tuple[Detector, list[str]]:
+    """Load the network named by the command line and wrap it for inference; returns it with the class names."""
+    device = resolve_device(args.device)
+    torch.backends.cudnn.benchmark = device.type == 'cuda'  # fixed input shape: autotuned kernels pay off
+    net, stored = load_model(args.weights, args.cfg, device=device)
+    names = resolve_names(args, stored, net.num_classes)
+    if args.save_kitti and any(len(n.split()) != 1 for n in names):
+        raise ValueError('--save-kitti: class names must be single words (KITTI types), got '
+                         + ', '.join(repr(n) for n in names if len(n.split()) != 1))
+    if args.half and device.type != 'cuda':
+        print('--half: autocast is used on CUDA only; running fp32 on the CPU')
+    size = None if args.img_size is None else (args.img_size[0], args.img_size[-1])
+    detector = Detector(net, size, args.conf, args.nms, args.max_det, resolve_classes(args.classes, names),
+                        args.half, channels_last=args.channels_last)
+    return detector, names
+
+
+def main(argv: list[str] | None = None) -> Summary:
+    """`python detect.py --weights W --source SRC [...]`; user errors exit with a one-line message."""
+    args = parse_args(argv)
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # our messages replace OpenCV's warnings
+    opts = OutputOptions(not args.nosave, args.save_txt, args.save_conf, args.save_kitti, args.save_json,
+                         args.view, not args.hide_conf)
+    try:
+        source = resolve_source(args.source)
+        detector, names = build_detector(args)
+        batch = 1 if source.live else args.batch
+        reader = FrameReader(source, detector.prepare, depth=2 * batch + 2)
+        try:
+            writer = ResultWriter(increment_dir(Path(args.project) / args.name, args.exist_ok), names, opts)
+            print(f'{args.weights}: {len(names)} classes, input {detector.size[0]}x{detector.size[1]}, '
+                  f'{detector.device}, batch {batch}, conf {args.conf}, nms {args.nms}')
+            try:
+                summary = run(detector, reader, writer, batch, not args.quiet)
+            finally:
+                written = writer.close()
+        finally:
+            reader.close()
+    except (CfgError, SourceError, ValueError, OSError) as exc:
+        raise SystemExit(f'error: {exc}') from None
+    print(report(summary, written))
+    if summary.frames == 0:
+        raise SystemExit(f'error: {args.source}: no image could be read')
+    return summary
