@@ -1,0 +1,150 @@
+"""Training-step throughput of the real trainer (`Trainer.train_update`: forward, region loss, backward, SGD step).
+
+    python bench/bench_train.py [--cfg CFG ...] [--size 416] [--batch 8] [--steps 5] [--device cpu]
+                                [--workers 0 1 2] [--threads N] [--channels-last] [--amp bf16] [--json OUT]
+
+For each cfg (default: yolov2-tiny-voc, yolov2-voc, yolov2-mobilenet-voc, those present) and each `--workers`
+value, in a fresh process: a Trainer is built on BCCD (`../shared/datasets/BCCD`, converted into a temporary
+folder with the data package's VOC converter; labels 0-2 of the cfg's classes, as Darknet's measurement did) or,
+without BCCD, on the generated demo-small set.  Two timings, each the median of `--steps` updates after one warm-up:
+  memory  the same collated batch fed again and again (no data loading)
+  data    batches from the trainer's own DataLoader (decode, Darknet augmentation, collate; `--workers` processes)
+One update = `--batch` images in one mini-batch at `--size` (multi-scale off).  Peak memory: CUDA allocator peak,
+or the process's peak RSS on CPU.  Darknet reference (../shared/docs/darknet-reference.md §8): yolov2-tiny-voc,
+batch 8, 416, 2-core CPU, OpenMP build: 0.86 images/s.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+BCCD = ROOT.parent / 'shared' / 'datasets' / 'BCCD'
+DARKNET_TINY_CPU = 0.86   # images/s, yolov2-tiny-voc, batch 8, 416, OpenMP, 2 cores
+DEFAULT_CFGS = ('cfg/yolov2-tiny-voc.cfg', 'cfg/yolov2-voc.cfg', 'cfg/yolov2-mobilenet-voc.cfg')
+
+
+def make_data(folder: Path, classes: int) -> tuple[Path, str]:
+    """A .data file with `classes` classes over BCCD (converted) or the generated demo-small set."""
+    if BCCD.is_dir():
+        from yolo_lrm.data import convert_voc
+        result = convert_voc(BCCD, folder / 'bccd', workers=1)
+        train_list, source = folder / 'bccd' / 'trainval.txt', 'BCCD trainval'
+        if not train_list.is_file():
+            train_list = Path(result.data_file).parent / 'train.txt'
+    else:
+        from yolo_lrm.data.synthetic import generate
+        generate(folder / 'demo', 'demo-small', workers=1)
+        train_list, source = folder / 'demo' / 'train.txt', 'demo-small (no ../shared/datasets/BCCD)'
+    names = folder / 'bench.names'
+    names.write_text(''.join(f'class{i}\n' for i in range(classes)))
+    data = folder / 'bench.data'
+    data.write_text(f'classes={classes}\ntrain={train_list}\nnames={names}\nbackup={folder / "backup"}\n')
+    return data, source
+
+
+def peak_memory_mb(device) -> float:
+    import torch
+    if device.type == 'cuda':
+        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def timed_updates(trainer, batches, steps: int, device) -> list[float]:
+    """Seconds per update, after one warm-up update."""
+    import torch
+    times = []
+    for i in range(steps + 1):
+        start = time.perf_counter()
+        trainer.train_update(batches)
+        if device.type == 'cuda':
+            torch.cuda.synchronize(device)
+        if i:
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def bench_one(opts: argparse.Namespace) -> dict:
+    """Build a Trainer for one cfg and time it (runs in its own process, see `main`)."""
+    import torch
+    from yolo_lrm.cfg import parse_cfg
+    from yolo_lrm.trainer import Trainer, TrainArgs
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    classes = parse_cfg(opts.cfg[0]).region['classes']
+    with tempfile.TemporaryDirectory(prefix='bench_train_') as tmp:
+        data, source = make_data(Path(tmp), classes)
+        args = TrainArgs(cfg=opts.cfg[0], data=str(data), project=str(Path(tmp) / 'runs'), device=opts.device,
+                         workers=opts.workers[0], batch=opts.batch, subdivisions=1, max_batches=10 ** 6,
+                         img_size=opts.size, set=['region.random=0'], amp=opts.amp,
+                         channels_last=opts.channels_last, eval_interval=10 ** 6, save_interval=0)
+        trainer = Trainer(args)
+        trainer.net.train()
+        device = trainer.device
+        loader = iter(trainer.loader)
+        data_times = timed_updates(trainer, loader, opts.steps, device)
+        first = next(loader)
+        memory_times = timed_updates(trainer, iter(lambda: first, None), opts.steps, device)
+        trainer.close()
+    med_mem, med_data = statistics.median(memory_times), statistics.median(data_times)
+    return {'cfg': opts.cfg[0], 'size': opts.size, 'batch': opts.batch, 'device': str(device),
+            'threads': torch.get_num_threads(), 'workers': opts.workers[0], 'channels_last': opts.channels_last,
+            'amp': opts.amp, 'data': source, 'memory_s': med_mem, 'data_s': med_data,
+            'memory_img_s': opts.batch / med_mem, 'data_img_s': opts.batch / med_data,
+            'memory_all_s': memory_times, 'data_all_s': data_times, 'peak_mb': peak_memory_mb(device)}
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--cfg', nargs='+', default=[c for c in DEFAULT_CFGS if (ROOT / c).is_file()])
+    ap.add_argument('--size', type=int, default=416)
+    ap.add_argument('--batch', type=int, default=8)
+    ap.add_argument('--steps', type=int, default=5)
+    ap.add_argument('--device', default='')
+    ap.add_argument('--workers', type=int, nargs='+', default=[0])
+    ap.add_argument('--threads', type=int, default=0, help='torch intra-op threads (default: torch\'s choice)')
+    ap.add_argument('--channels-last', action='store_true')
+    ap.add_argument('--amp', default='off', choices=('off', 'bf16', 'fp16'))
+    ap.add_argument('--json', help='write all results here')
+    ap.add_argument('--one', action='store_true', help=argparse.SUPPRESS)  # internal: run one cfg in this process
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    opts = parse(argv)
+    if opts.one:
+        print('RESULT ' + json.dumps(bench_one(opts)), flush=True)
+        return
+    results = []
+    for cfg in opts.cfg:
+        for workers in opts.workers:
+            cmd = [sys.executable, __file__, '--one', '--cfg', cfg, '--workers', str(workers), '--size', str(opts.size),
+                   '--batch', str(opts.batch), '--steps', str(opts.steps), '--device', opts.device,
+                   '--threads', str(opts.threads), '--amp', opts.amp] + ['--channels-last'] * opts.channels_last
+            out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, 'PYTHONPATH': str(ROOT)})
+            line = next((ln for ln in out.stdout.splitlines() if ln.startswith('RESULT ')), None)
+            if line is None:
+                print(f'{cfg} workers={workers}: failed\n{out.stderr[-2000:]}')
+                continue
+            r = json.loads(line[7:])
+            results.append(r)
+            ratio = f"  {r['data_img_s'] / DARKNET_TINY_CPU:.1f}x Darknet's 0.86" if 'tiny' in cfg and \
+                r['device'] == 'cpu' and r['batch'] == 8 and r['size'] == 416 else ''
+            print(f"{Path(cfg).name:<26s} {r['device']:<6s} threads {r['threads']} workers {workers}: "
+                  f"memory {r['memory_img_s']:6.2f} img/s, data {r['data_img_s']:6.2f} img/s, "
+                  f"peak {r['peak_mb']:,.0f} MB{ratio}", flush=True)
+    if opts.json:
+        Path(opts.json).write_text(json.dumps(results, indent=2) + '\n')
+
+
+if __name__ == '__main__':
+    main()

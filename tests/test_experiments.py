@@ -1,0 +1,223 @@
+"""The experiment runner: a CI-scale grid on the demo-small dataset (real training and evaluation), skip/resume of
+finished runs, refusal to reuse runs made with other settings, and the pure parts (variants, aggregation, budgets)."""
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from yolo_lrm import experiments as ex
+from yolo_lrm.data import prepare_data
+from yolo_lrm.trainer import TrainArgs
+
+from conftest import ROOT
+
+# a 96x96 network with a 3x3 grid of 2 anchors (18 predictions per image): a few updates take about a second
+TINY_CFG = '[net]\nbatch=4\nsubdivisions=1\nwidth=96\nheight=96\nchannels=3\nmomentum=0.9\ndecay=0.0005\n' \
+    'learning_rate=0.001\nmax_batches=3\npolicy=constant\n' + \
+    '[convolutional]\nbatch_normalize=1\nfilters=8\nsize=3\nstride=1\npad=1\nactivation=leaky\n[maxpool]\nsize=2\n' \
+    'stride=2\n' + '[maxpool]\nsize=2\nstride=2\n' * 4 + \
+    '[convolutional]\nsize=1\nstride=1\npad=1\nfilters=22\nactivation=linear\n' + \
+    '[region]\nanchors=1.5,1.5,2.5,2.5\nclasses=6\nnum=2\nsoftmax=1\njitter=.2\nrandom=0\n'
+BUDGET = {'train': {'batch': 4, 'subdivisions': 1, 'max_batches': 3, 'workers': 0, 'eval_interval': 3,
+                    'save_interval': 0}, 'metric': 'voc07'}
+VARIANTS = ['baseline:lrm.hard_examples=0', 'lrm-k4-nms0.5:lrm.hard_examples=4,lrm.nms=0.5']
+
+
+def write_inputs(tmp) -> None:
+    """The tiny cfg, the budget, and a .data with 32 train / 16 valid images of the demo-small set."""
+    demo = prepare_data(ROOT / 'data' / 'demo-small.data')
+    for key, n in (('train', 32), ('valid', 16)):
+        folder = Path(demo[key]).parent  # list entries are relative to the list's folder
+        lines = Path(demo[key]).read_text().split()[:n]
+        (tmp / f'{key}.txt').write_text(''.join(f'{(folder / p).resolve()}\n' for p in lines))
+    (tmp / 'tiny.data').write_text(f"classes=6\ntrain=train.txt\nvalid=valid.txt\nnames={demo['names']}\n"
+                                   f"annotations={demo['annotations']}\nbackup=backup\n")
+    (tmp / 'tiny.cfg').write_text(TINY_CFG)
+    (tmp / 'budget.json').write_text(json.dumps(BUDGET))
+
+
+def _argv(tmp_path, *extra):
+    out = tmp_path / 'out'
+    argv = ['--cfg', str(tmp_path / 'tiny.cfg'), '--data', str(tmp_path / 'tiny.data'), '--grid',
+            'custom', '--budget', str(tmp_path / 'budget.json'), '--out', str(out), '--device', 'cpu', *extra]
+    for v in VARIANTS:
+        argv += ['--variant', v]
+    return argv, out
+
+
+@pytest.fixture(scope='module')
+def grid(tmp_path_factory):
+    """Two variants x seeds 0, 1 trained and evaluated once for the whole module."""
+    tmp = tmp_path_factory.mktemp('grid')
+    write_inputs(tmp)
+    argv, out = _argv(tmp, '--seeds', '0', '1')
+    ex.main(argv)
+    return tmp, out
+
+
+def _table_rows(md: str) -> dict[str, dict[str, str]]:
+    lines = [ln for ln in md.splitlines() if ln.startswith('|')]
+    head = [c.strip() for c in lines[0].strip('|').split('|')]
+    return {cells[0]: dict(zip(head, cells)) for cells in
+            ([c.strip() for c in ln.strip('|').split('|')] for ln in lines[2:])}
+
+
+def test_grid_writes_table_json_csv_and_plot_from_real_runs(grid):
+    _, out = grid
+    summary = json.loads((out / 'custom.json').read_text())
+    assert summary['complete'] and len(summary['runs']) == 4
+    for r in summary['runs']:
+        run_dir = out / 'runs' / r['run_dir']
+        stored = json.loads((run_dir / ex.RESULT_FILE).read_text())
+        assert stored['map'] == r['map'] and r['updates'] == 3 and r['seen'] == 12 and r['args']['seed'] == r['seed']
+        assert (run_dir / 'weights' / 'last.pt').is_file()
+        # the trainer scored the same final weights on its own at its last update: same number
+        with open(run_dir / 'results.csv') as f:
+            last_row = list(csv.DictReader(f))[-1]
+        assert float(last_row['map50']) == pytest.approx(r['map'], abs=1e-6)  # the CSV keeps 6 digits
+        assert r['trainer_final_map'] == pytest.approx(r['map'], abs=1e-9)
+        assert r['map'] == pytest.approx(sum(v for v in r['per_class'].values() if v is not None)
+                                         / sum(v is not None for v in r['per_class'].values()))
+    by = {(r['variant'], r['seed']): r for r in summary['runs']}
+    assert by[('lrm-k4-nms0.5', 0)]['settings'] == {'loss': 'loss2', 'focal': False, 'lrm': True,
+                                                   'hard_examples': 4, 'nms': 0.5}
+    # LRM changes the gradients, so the same seed gives other weights; another seed another start
+    assert by[('baseline', 0)]['map'] != by[('lrm-k4-nms0.5', 0)]['map']
+    assert by[('baseline', 0)]['map'] != by[('baseline', 1)]['map']
+
+    rows = _table_rows((out / 'custom.md').read_text())
+    for agg in summary['aggregate']:
+        maps = [by[(agg['variant'], s)]['map'] for s in (0, 1)]
+        mean = sum(maps) / 2
+        assert agg['map_mean'] == pytest.approx(mean)
+        assert agg['map_std'] == pytest.approx(abs(maps[0] - maps[1]) / math.sqrt(2))
+        assert rows[agg['variant']]['mAP'] == f"{100 * mean:.2f} ± {100 * agg['map_std']:.2f}"
+    deltas = [by[('lrm-k4-nms0.5', s)]['map'] - by[('baseline', s)]['map'] for s in (0, 1)]
+    assert summary['aggregate'][1]['delta_mean'] == pytest.approx(sum(deltas) / 2)
+    assert summary['aggregate'][1]['delta_std'] == pytest.approx(abs(deltas[0] - deltas[1]) / math.sqrt(2))
+    assert rows['baseline']['LRM'] == '✗' and rows['lrm-k4-nms0.5']['Hard examples'] == '4'
+    assert rows['baseline']['Δ vs Loss2'] == '-' and rows['lrm-k4-nms0.5']['NMS'] == '0.5'
+
+    with open(out / 'custom-runs.csv') as f:
+        runs_csv = list(csv.DictReader(f))
+    assert len(runs_csv) == 4 and float(runs_csv[0]['mAP']) == pytest.approx(100 * summary['runs'][0]['map'], abs=1e-4)
+    with open(out / 'custom-summary.csv') as f:
+        assert [r['variant'] for r in csv.DictReader(f)] == ['baseline', 'lrm-k4-nms0.5']
+    pytest.importorskip('matplotlib')
+    assert (out / 'custom-map-vs-k.png').stat().st_size > 1000
+
+
+def test_second_invocation_skips_finished_runs(grid, monkeypatch):
+    tmp, out = grid
+    before = json.loads((out / 'custom.json').read_text())['runs']
+
+    def no_training(args):
+        raise AssertionError(f'trained {args.name} again')
+    monkeypatch.setattr(ex, 'train', no_training)
+    argv, _ = _argv(tmp, '--seeds', '0', '1')
+    ex.main(argv)
+    assert json.loads((out / 'custom.json').read_text())['runs'] == before
+
+
+def test_run_without_result_resumes_through_the_trainer(grid, monkeypatch):
+    tmp, out = grid
+    run_dir = out / 'runs' / 'baseline-s1'
+    old = json.loads((run_dir / ex.RESULT_FILE).read_text())
+    (run_dir / ex.RESULT_FILE).unlink()
+    calls = []
+    real_train = ex.train
+    monkeypatch.setattr(ex, 'train', lambda args: calls.append(args) or real_train(args))
+    argv, _ = _argv(tmp, '--seeds', '1')
+    ex.main(argv)
+    assert [a.resume for a in calls] == [str(run_dir)]
+    assert json.loads((run_dir / ex.RESULT_FILE).read_text())['map'] == pytest.approx(old['map'], abs=1e-9)
+
+
+def test_stored_runs_made_with_other_settings_are_refused(grid):
+    tmp, _ = grid
+    argv, _ = _argv(tmp, '--seeds', '0', '--set', 'net.learning_rate=0.01')
+    with pytest.raises(SystemExit, match='learning_rate|set='):
+        ex.main(argv)
+
+
+def test_bad_override_fails_before_any_training(tmp_path):
+    write_inputs(tmp_path)
+    argv, out = _argv(tmp_path, '--variant', 'typo:lrm.hard_exampels=4')
+    with pytest.raises(SystemExit, match='hard_exampels'):
+        ex.main(argv)
+    assert not (out / 'runs').exists()
+
+
+# ---------------------------------------------------------------------------------------------- pure parts
+def test_builtin_grids():
+    lrm = ex.lrm_grid()
+    assert [v.name for v in lrm][:2] == ['baseline', 'lrm-k64-nmsnone'] and len(lrm) == 10
+    assert 'lrm.nms=1' in ex.lrm_variant(128, None).overrides
+    assert ex.lrm_variant(256, 0.7).name == 'lrm-k256-nms0.7'
+    loss = ex.loss_grid((128, 0.5))
+    assert [v.name for v in loss] == ['baseline', 'loss1', 'loss1-focal', 'lrm-k128-nms0.5']
+    assert 'region.focal=1' in loss[2].overrides
+
+
+def test_parse_variant():
+    v = ex.parse_variant('big-k:lrm.hard_examples=512, lrm.nms=0.6')
+    assert v == ex.Variant('big-k', ('lrm.hard_examples=512', 'lrm.nms=0.6'))
+    for bad in ('a/b:lrm.nms=1', 'x:nms=1', 'x:lrm.nms'):
+        with pytest.raises(ex.ExperimentError):
+            ex.parse_variant(bad)
+
+
+def test_loss_grid_takes_the_best_of_a_finished_lrm_grid(tmp_path):
+    assert ex.best_lrm_setting(tmp_path)[0] == ex.PAPER_BEST
+
+    def row(k, nms, m, loss='loss2'):
+        return {'settings': {'loss': loss, 'focal': False, 'lrm': k > 0, 'hard_examples': k or None, 'nms': nms},
+                'map_mean': m}
+    summary = {'complete': True, 'aggregate': [row(0, None, .9), row(64, None, .5), row(128, 0.5, .6),
+                                               row(256, 0.7, .55), row(32, None, .95, loss='loss1')]}
+    (tmp_path / 'lrm.json').write_text(json.dumps(summary))
+    (k, nms), note = ex.best_lrm_setting(tmp_path)
+    assert (k, nms) == (128, 0.5) and 'finished lrm grid' in note
+    summary['complete'] = False
+    (tmp_path / 'lrm.json').write_text(json.dumps(summary))
+    assert ex.best_lrm_setting(tmp_path)[0] == ex.PAPER_BEST
+
+
+def test_budget_presets_and_files(tmp_path):
+    assert ex.load_budget('paper').train['max_batches'] == 45000
+    assert ex.load_budget(None).train == {}
+    path = tmp_path / 'b.json'
+    path.write_text(json.dumps({'train': {'max_batches': 7, 'set': ['lrm.nms=0.5']}, 'metric': 'area'}))
+    b = ex.load_budget(str(path))
+    spec = ex.make_spec(ex.BASELINE, 3, b, ['net.decay=0.001'], 'a.cfg', 'd.data', tmp_path, b.metric,
+                        {'device': 'cpu'})
+    assert spec.args.max_batches == 7 and spec.args.seed == 3 and spec.args.eval_metric == 'area'
+    assert spec.args.set == ['lrm.nms=0.5', 'net.decay=0.001', *ex.BASELINE.overrides]
+    assert spec.run_dir == tmp_path / 'runs' / 'baseline-s3'
+    path.write_text(json.dumps({'train': {'seed': 1}}))
+    with pytest.raises(ex.ExperimentError, match='seed'):
+        ex.load_budget(str(path))
+    for preset in ex.BUDGETS.values():  # every preset key is a trainer option
+        TrainArgs(**preset.train)
+
+
+def _record(variant, seed, m, loss='loss2', k=None):
+    settings = {'loss': loss, 'focal': False, 'lrm': k is not None, 'hard_examples': k, 'nms': None}
+    return {'variant': variant, 'seed': seed, 'map': m, 'settings': settings,
+            'per_class': {'a': m, 'b': None if m is None else m / 2}}
+
+
+def test_aggregate_pairs_seeds_and_counts_diverged_runs():
+    variants = [ex.Variant('base', ()), ex.Variant('lrm', ()), ex.Variant('l1', ())]
+    records = [_record('base', 0, .50), _record('base', 1, .40), _record('lrm', 0, .56, k=64),
+               _record('lrm', 1, .42, k=64), _record('l1', 0, None, loss='loss1'), _record('l1', 1, .30, 'loss1')]
+    base, lrm, l1 = ex.aggregate(variants, records)
+    assert base['baseline'] == 'base' and base['delta_mean'] is None and base['map_std'] == pytest.approx(.1 / 2 ** .5)
+    assert lrm['delta_mean'] == pytest.approx(.04) and lrm['delta_std'] == pytest.approx(.04 / 2 ** .5)
+    assert l1['diverged'] == 1 and l1['map_mean'] == pytest.approx(.30) and l1['delta_mean'] == pytest.approx(-.10)
+    assert l1['map_std'] is None and l1['per_class_mean'] == {'a': .30, 'b': .15}
+    rows = _table_rows(ex.markdown_table([base, lrm, l1], 'MobileNet'))
+    assert rows['l1']['mAP'] == '30.00 (1 of 2 diverged)' and rows['lrm']['Δ vs Loss2'] == '+4.00 ± 2.83'
+    assert rows['lrm']['Backbone'] == 'MobileNet' and rows['l1']['Loss'] == 'Loss1'

@@ -1,0 +1,142 @@
+"""Darknet label files: the image → label path rule, strict parsing, cheap image-size reads and image decoding.
+
+Label path (Darknet `fill_truth_detection`): the first occurrence of `images`, then `JPEGImages`, then `raw` in the
+path is replaced by `labels`, exactly as Darknet does (so `raw` inside a name such as `drawings` is replaced too).
+Stricter than Darknet for the extension: the final suffix is replaced by `.txt` for every image extension and any
+case (`.jpeg`, `.bmp`, `.webp`, ...), where Darknet only knows `.jpg .png .JPG .JPEG` (first occurrence anywhere in
+the path) and, for other names, parses the image file itself as a label file.
+"""
+from __future__ import annotations
+
+import math
+import os
+import struct
+
+import cv2
+import numpy as np
+
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff', '.ppm', '.pgm', '.pnm')
+_DIR_RULES = (('images', 'labels'), ('JPEGImages', 'labels'), ('raw', 'labels'))
+# IMREAD_IGNORE_ORIENTATION: Darknet's stb_image ignores EXIF rotation, and labels refer to the stored pixels.
+_IMREAD_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+
+
+class ImageError(ValueError):
+    """An image that cannot be read or decoded (the message names the file)."""
+
+
+def label_path(image_path: str) -> str:
+    """Darknet's label file for an image path (see the module docstring for where we are stricter)."""
+    path = image_path
+    for old, new in _DIR_RULES:
+        path = path.replace(old, new, 1)
+    stem, ext = os.path.splitext(path)
+    if ext.lower() in IMAGE_EXTENSIONS:
+        return stem + '.txt'
+    for ext in ('.jpg', '.png', '.JPG', '.JPEG'):  # Darknet's own rule for anything else
+        path = path.replace(ext, '.txt', 1)
+    return path
+
+
+def raw_rule_hint(image_path: str) -> str:
+    """A hint when Darknet's `raw` → `labels` rule hit the inside of a name (e.g. `drawings`), else ''."""
+    path = image_path.replace('images', 'labels', 1).replace('JPEGImages', 'labels', 1)
+    at = path.find('raw')
+    if at < 0:
+        return ''
+    parts = path.replace('\\', '/').split('/')
+    if 'raw' in parts:
+        return ''
+    return f" (note: Darknet's rule replaced the 'raw' at character {at} of the path with 'labels')"
+
+
+def parse_label_text(text: str) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]:
+    """Parse `class cx cy w h` lines: (rows (n, 5) float32, 1-based line numbers (n,), malformed [(line, text)]).
+
+    Blank lines are skipped.  A line is malformed unless it has exactly five fields, an integer class and four finite
+    numbers; Darknet's `fscanf` instead stops reading the file at the first such line.
+    """
+    rows: list[tuple[float, ...]] = []
+    lines: list[int] = []
+    bad: list[tuple[int, str]] = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        try:
+            if len(fields) != 5:
+                raise ValueError
+            values = (int(fields[0]), *map(float, fields[1:]))
+            if not all(math.isfinite(v) for v in values[1:]):
+                raise ValueError
+        except ValueError:
+            bad.append((lineno, line.strip()[:80]))
+            continue
+        rows.append(values)
+        lines.append(lineno)
+    return (np.array(rows, dtype=np.float32).reshape(-1, 5), np.array(lines, dtype=np.int32), bad)
+
+
+def _jpeg_size(f) -> tuple[int, int] | None:
+    if f.read(2) != b'\xff\xd8':
+        return None
+    while True:
+        head = f.read(2)
+        if len(head) < 2 or head[0] != 0xFF:
+            return None
+        marker = head[1]
+        if marker == 0xFF:          # fill byte: the marker code follows
+            f.seek(-1, 1)
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
+            continue
+        seg = f.read(2)
+        if len(seg) < 2:
+            return None
+        length = struct.unpack('>H', seg)[0]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
+            data = f.read(5)
+            if len(data) < 5:
+                return None
+            h, w = struct.unpack('>HH', data[1:5])
+            return w, h
+        f.seek(length - 2, 1)
+
+
+def _png_size(head: bytes) -> tuple[int, int] | None:
+    if len(head) < 24 or head[12:16] != b'IHDR':
+        return None
+    return struct.unpack('>II', head[16:24])
+
+
+def image_size(path: str) -> tuple[int, int]:
+    """(width, height) read from the file header (JPEG, PNG; other formats are decoded).
+
+    Raises OSError when the file cannot be opened and ImageError when it is not a readable image.
+    """
+    with open(path, 'rb') as f:
+        head = f.read(24)
+        size = None
+        if head.startswith(b'\xff\xd8'):
+            f.seek(0)
+            size = _jpeg_size(f)
+        elif head.startswith(b'\x89PNG\r\n\x1a\n'):
+            size = _png_size(head)
+        elif head:
+            im = read_image(path)
+            size = (im.shape[1], im.shape[0])
+    if not size or size[0] <= 0 or size[1] <= 0:
+        raise ImageError(f'{path}: not a readable image (bad or truncated header)')
+    return size
+
+
+def read_image(path: str) -> np.ndarray:
+    """Decode an image as (H, W, 3) uint8 RGB (EXIF orientation ignored, as Darknet's stb_image does)."""
+    try:
+        data = np.fromfile(path, dtype=np.uint8)  # fromfile + imdecode: works for any path encoding
+    except OSError as exc:
+        raise ImageError(f'{path}: cannot read image ({exc.strerror})') from None
+    im = cv2.imdecode(data, _IMREAD_FLAGS) if data.size else None
+    if im is None:
+        raise ImageError(f'{path}: cannot decode image ({data.size} bytes)')
+    return cv2.cvtColor(im, cv2.COLOR_BGR2RGB)

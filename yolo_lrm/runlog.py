@@ -1,0 +1,129 @@
+"""What a training run leaves on disk besides checkpoints: its directory, `train.log`, `results.csv`, `results.png`.
+
+`results.csv` has one row per evaluation; every training column is the mean over the updates since the previous
+row.  Loss columns are per image (the update's summed loss divided by its batch, as Darknet normalises); `iou`,
+`class_prob`, `obj_prob`, `recall50`, `recall75` are Darknet's region statistics over the truths of those updates;
+`lrm_fg`/`lrm_bg` are the foreground/background predictions LRM kept per image and `lrm_share` the share of the loss
+they carry (empty when LRM is off).
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+from pathlib import Path
+
+from tqdm import tqdm
+
+COLUMNS = ('update', 'epoch', 'images', 'lr', 'loss', 'coord', 'obj', 'noobj', 'cls', 'prior', 'iou', 'class_prob',
+           'obj_prob', 'noobj_prob', 'recall50', 'recall75', 'lrm_fg', 'lrm_bg', 'lrm_share', 'map50', 'time_s',
+           'images_per_s')
+_PLOTTED = ('loss', 'coord', 'obj', 'noobj', 'cls', 'prior', 'iou', 'recall50', 'lr', 'lrm_share', 'map50')
+
+
+class RunLog:
+    """Messages to the console (above the progress bar) and to `train.log` in the run directory."""
+
+    def __init__(self, path: Path | None, echo: bool = True):
+        self.path, self.echo = path, echo
+
+    def info(self, message: str) -> None:
+        """Print and append to the log file."""
+        if self.echo:
+            tqdm.write(message)
+        if self.path is not None:
+            with open(self.path, 'a') as f:
+                f.write(message + '\n')
+
+
+class Meter:
+    """Running sums of per-update values; `means()` gives the averages since the last `reset()`."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, values: dict[str, float]) -> None:
+        """Add one update's values; NaN (e.g. the IoU of an update without truths) is left out of its mean."""
+        for key, v in values.items():
+            if not math.isnan(v):
+                self.sums[key] = self.sums.get(key, 0.0) + v
+                self.counts[key] = self.counts.get(key, 0) + 1
+
+    def means(self) -> dict[str, float]:
+        return {k: self.sums[k] / self.counts[k] for k in self.sums}
+
+    def reset(self) -> None:
+        self.sums.clear()
+        self.counts.clear()
+
+
+class ResultsCsv:
+    """`results.csv`: appended one row per evaluation, so an interrupted run keeps every finished row."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def rows(self) -> list[dict[str, str]]:
+        """The rows written so far."""
+        if not self.path.exists():
+            return []
+        with open(self.path, newline='') as f:
+            return list(csv.DictReader(f))
+
+    def truncate_after(self, update: int) -> None:
+        """Drop rows past `update` (written after the checkpoint a run resumes from)."""
+        if not self.path.exists():
+            return
+        rows = [r for r in self.rows() if int(r['update']) <= update]
+        with open(self.path, 'w', newline='') as f:
+            writer = csv.DictWriter(f, COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def append(self, row: dict[str, float | int | None]) -> None:
+        """Write one row (missing or None values are left empty)."""
+        new = not self.path.exists()
+        with open(self.path, 'a', newline='') as f:
+            writer = csv.DictWriter(f, COLUMNS)
+            if new:
+                writer.writeheader()
+            writer.writerow({k: _cell(row.get(k)) for k in COLUMNS})
+
+
+def _cell(v: float | int | None) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ''
+    return f'{v:.6g}' if isinstance(v, float) else str(v)
+
+
+def plot_results(csv_path: Path, png_path: Path) -> str | None:
+    """Draw `results.png` from `results.csv`; returns why not when matplotlib is missing or there is nothing yet."""
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return 'results.png skipped: matplotlib is not installed (pip install "yolo_lrm[plots]")'
+    rows = ResultsCsv(csv_path).rows()
+    if not rows:
+        return 'results.png skipped: no results yet'
+    x = [int(r['update']) for r in rows]
+    columns = [c for c in _PLOTTED if any(r[c] for r in rows)]
+    ncol = 4
+    fig, axes = plt.subplots(math.ceil(len(columns) / ncol), ncol, figsize=(4 * ncol, 2.8 * math.ceil(len(columns) / ncol)),
+                             squeeze=False)
+    for ax, col in zip(axes.flat, columns):
+        pts = [(u, float(r[col])) for u, r in zip(x, rows) if r[col]]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker='.', linewidth=1.5)
+        ax.set_title(col)
+        ax.set_xlabel('update')
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(columns):]:
+        ax.axis('off')
+    fig.tight_layout()
+    tmp = png_path.with_name(png_path.name + '.tmp.png')
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, png_path)
+    return None

@@ -1,0 +1,609 @@
+"""The training loop behind `python train.py CFG DATA [WEIGHTS]`, Darknet's `detector train` in PyTorch.
+
+One update = `batch` images (the cfg's `[net] batch`) run as `subdivisions` mini-batches (split further over DDP
+processes); each mini-batch's summed loss is divided by the full batch and the gradients accumulate, then one SGD
+step (`optim.py`) with the lr of `schedule.learning_rate(net, k)` for the k-th update.  `seen` counts images and is
+incremented before each forward, as Darknet does: it drives the 0.01 anchor prior (`seen < 12800`), the update
+count and therefore the schedule, and it is saved in every checkpoint and `.weights` file.
+
+Host synchronisation: none inside the mini-batch loop; once per update all logged numbers travel in one tensor (one
+all-reduce under DDP, one copy to the host), and the non-finite check runs on it before the optimizer step, so NaN
+weights are never produced or saved.
+
+The run directory (`runs/train/exp`, `exp2`, ...) holds the resolved cfg and data files, `args.json`, `train.log`,
+the dataset scan log, `results.csv`/`results.png` and `weights/{last,best}.pt` + `weights/last.weights`; Darknet
+backups (`<cfg>.backup`, `<cfg>_<n>.weights`, `<cfg>_final.weights`) go to the data file's `backup=` folder.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from . import distributed as dist_utils
+from .cfg import CfgError, apply_overrides, parse_cfg, parse_cfg_text, parse_data
+from .checkpoint import load_checkpoint, model_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .model import Darknet
+from .optim import build_optimizer, loss_scale, set_learning_rate
+from .runlog import Meter, ResultsCsv, RunLog, plot_results
+from .schedule import current_batch, learning_rate, schedule_warnings
+
+TERMS = ('coord', 'obj', 'noobj', 'cls', 'prior')
+# per-update statistics after the per-mini-batch rows: sums over mini-batches (and processes)
+_AGG = ('iou', 'class_prob', 'obj_prob', 'recall50', 'recall75', 'count', 'noobj_prob', 'lrm_fg', 'lrm_bg',
+        'lrm_share', 'stop')
+_RESUME_KEEP = ('device', 'workers')  # options a resumed run may change; everything else comes from the checkpoint
+
+
+class NonFiniteLoss(RuntimeError):
+    """Training stopped on a NaN/inf loss; the message names the update, each loss term and the batch's images."""
+
+
+@dataclass
+class TrainArgs:
+    """Everything a run depends on (recorded in `args.json` and in every checkpoint)."""
+    cfg: str | None = None
+    data: str | None = None
+    weights: str | None = None
+    set: list[str] = field(default_factory=list)       # section.key=value cfg overrides
+    batch: int | None = None
+    subdivisions: int | None = None
+    max_batches: int | None = None
+    epochs: float | None = None
+    lr: float | None = None
+    img_size: int | None = None
+    project: str = 'runs/train'
+    name: str = 'exp'
+    exist_ok: bool = False
+    resume: str | None = None
+    clear: bool = False
+    device: str = ''
+    workers: int = 4
+    seed: int = 0
+    deterministic: bool = False
+    amp: str = 'off'                                   # off | bf16 | fp16 (CUDA only)
+    channels_last: bool = False
+    compile: bool = False
+    sync_bn: bool = False
+    augment: bool = True
+    eval_interval: int = 0                             # 0: about ten evaluations per run
+    eval_metric: str = 'voc07'                         # a metric of evaluate.evaluate_model
+    eval_batch: int = 8
+    patience: int = 0                                  # stop after this many evaluations without a better mAP
+    save_interval: int = 100                           # last.pt and Darknet backups every N updates
+    save_period: int = 0                               # also keep weights/update_<n>.pt every N updates
+    cache_dir: str | None = None
+
+
+@dataclass
+class TrainResult:
+    """How a run ended."""
+    run_dir: Path
+    updates: int
+    seen: int
+    best_map: float | None
+    last_map: float | None
+    reason: str                                        # finished | early-stop | interrupted
+
+
+def cfg_overrides(args: TrainArgs) -> list[str]:
+    """The cfg overrides a run applies: the shortcut options first, then `--set` (so `--set` wins)."""
+    out = []
+    for key, value in (('batch', args.batch), ('subdivisions', args.subdivisions),
+                       ('max_batches', args.max_batches), ('learning_rate', args.lr)):
+        if value is not None:
+            out.append(f'net.{key}={value}')
+    if args.img_size is not None:
+        if args.img_size <= 0 or args.img_size % 32:
+            raise CfgError(f'--img-size {args.img_size}: must be a positive multiple of 32')
+        out += [f'net.width={args.img_size}', f'net.height={args.img_size}']
+    return out + list(args.set)
+
+
+def find_resume_checkpoint(spec: str, project: str) -> Path:
+    """`--resume` target: a `.pt` file, a run directory, or '' for the newest `last.pt` under `project`."""
+    if spec:
+        path = Path(spec)
+        path = path / 'weights' / 'last.pt' if path.is_dir() else path
+        if not path.is_file():
+            raise FileNotFoundError(f'--resume {spec}: no checkpoint at {path}')
+        return path
+    found = sorted(Path(project).glob('*/weights/last.pt'), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise FileNotFoundError(f'--resume: no run with weights/last.pt under {project}')
+    return found[-1]
+
+
+def _ignore_stop_signals(_worker_id: int) -> None:
+    # Ctrl-C (and a SIGTERM to the process group) reaches the loader workers too; the main process finishes the
+    # update and saves, so the workers must survive it.  They still exit when the main process does.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+class _StopRequest:
+    """SIGINT/SIGTERM set a flag that the loop reads after each update; a second Ctrl-C interrupts at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> '_StopRequest':
+        if threading.current_thread() is threading.main_thread():  # signal handlers live there
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, _frame) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        tqdm.write(f'\n{signal.Signals(signum).name}: finishing this update, then saving weights/last.pt '
+                   f'(Ctrl-C again to abort without saving)')
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+class Trainer:
+    """One training run: `Trainer(args).run()`.  See the module docstring for what it does and writes."""
+
+    def __init__(self, args: TrainArgs):
+        self.dist = dist_utils.init_distributed(args.device)
+        self.device = self.dist.device
+        ckpt = self._resolve_run(args)
+        self._setup_determinism()
+        self.names = self.data.names()
+        self.log.info(f'yolo_lrm train: {self.run_dir}  device {self.device}'
+                      + (f' x {self.dist.world_size} processes' if self.dist.enabled else ''))
+        self._build_data()
+        self._build_model(ckpt)
+        self._check_schedule()
+        self._build_loader()
+        if self.dist.main:
+            self._write_run_files()
+
+    # ------------------------------------------------------------------------------------------------ setup
+    def _resolve_run(self, args: TrainArgs) -> dict | None:
+        """Fresh run: parse cfg/data and create the run dir.  Resume: everything from the checkpoint."""
+        ckpt = None
+        if args.resume is not None:
+            path = find_resume_checkpoint(args.resume, args.project)
+            ckpt = load_checkpoint(path)
+            if 'optimizer' not in ckpt or 'args' not in ckpt:
+                raise ValueError(f'{path}: holds weights only (no optimizer/schedule state); start a new run with it '
+                                 f'as WEIGHTS instead of --resume')
+            stored = TrainArgs(**ckpt['args'])
+            self.args = dataclasses.replace(stored, **{k: getattr(args, k) for k in _RESUME_KEEP}, resume=str(path))
+            self.cfg = parse_cfg_text(ckpt['cfg_text'], f'{path} (embedded cfg)')
+            self.run_dir = path.parent.parent if path.parent.name == 'weights' else path.parent
+        else:
+            if not args.cfg or not args.data:
+                raise ValueError('need CFG and DATA (or --resume)')
+            # absolute paths: --resume may run from another working directory
+            self.args = dataclasses.replace(args, cfg=os.path.abspath(args.cfg), data=os.path.abspath(args.data),
+                                            weights=os.path.abspath(args.weights) if args.weights else None)
+            self.cfg = parse_cfg(args.cfg, cfg_overrides(args))
+            self.run_dir = None
+        self.data = parse_data(self.args.data)
+        if self.run_dir is None:
+            from .detect import increment_dir
+            name = increment_dir(Path(self.args.project) / self.args.name, self.args.exist_ok) if self.dist.main \
+                else None
+            self.run_dir = Path(dist_utils.broadcast_object(str(name) if name else None, self.dist))
+        self.weights_dir = self.run_dir / 'weights'
+        if self.dist.main:
+            self.weights_dir.mkdir(parents=True, exist_ok=True)
+        self.log = RunLog(self.run_dir / 'train.log' if self.dist.main else None, echo=self.dist.main)
+        return ckpt
+
+    def _setup_determinism(self) -> None:
+        a = self.args
+        if a.deterministic:
+            if self.device.type == 'cuda':
+                os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
+            torch.backends.cudnn.benchmark = False
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        elif self.device.type == 'cuda':
+            torch.backends.cudnn.benchmark = True
+        torch.manual_seed(a.seed)  # same on every process: identical initial weights
+
+    def _build_data(self) -> None:
+        from .data import ListDataset, hyp_from_cfg, prepare_data
+        if not self.data['train']:
+            raise CfgError(f'{self.data.path}: no train= list')
+        log_file = self.run_dir / 'dataset-scan.log' if self.dist.main else None
+
+        def scan() -> ListDataset:
+            return ListDataset(self.data['train'], self.data.classes, augment=self.args.augment,
+                               hyp=hyp_from_cfg(self.cfg), max_truths=self.cfg.region['max'],
+                               cache_dir=self.args.cache_dir, log_file=log_file)
+
+        # rank 0 first: it generates a built-in dataset and writes the scan cache that the others then read
+        if self.dist.main:
+            prepare_data(self.data)
+            self.dataset = scan()
+        dist_utils.barrier(self.dist)
+        if not self.dist.main:
+            self.dataset = scan()
+        self.log.info(f'train: {len(self.dataset)} images from {self.data["train"]} '
+                      f'({len(self.dataset.report.issues)} issues, see {log_file.name if log_file else "rank 0"})')
+        if self.args.epochs is not None and self.args.resume is None:
+            if self.args.epochs <= 0:
+                raise ValueError(f'--epochs must be positive, got {self.args.epochs}')
+            updates = math.ceil(self.args.epochs * len(self.dataset) / self.cfg.net['batch'])
+            apply_overrides(self.cfg, [f'net.max_batches={updates}'])
+            self.log.info(f'--epochs {self.args.epochs}: {updates} updates of {self.cfg.net["batch"]} images')
+
+    def _build_model(self, ckpt: dict | None) -> None:
+        net_sec = self.cfg.net
+        self.batch, self.subdivisions = net_sec['batch'], net_sec['subdivisions']
+        self.max_batches = net_sec['max_batches']
+        world = self.dist.world_size
+        if self.batch <= 0 or self.subdivisions <= 0 or self.batch % (self.subdivisions * world):
+            raise net_sec.error(f'batch={self.batch} must split into subdivisions={self.subdivisions} x '
+                                f'{world} process(es) of equal whole mini-batches', 'batch')
+        if self.max_batches <= 0:
+            raise net_sec.error('max_batches must be positive (or use --epochs / --max-batches)', 'max_batches')
+        self.minibatch = self.batch // self.subdivisions            # images per mini-batch, all processes
+        self.local_minibatch = self.minibatch // world
+        self.net = Darknet(self.cfg)
+        self.crit = self.net.criterion()   # a cfg without [region] fails here, naming the file
+        self.best_map, self.bad_evals, self.train_time, self.last_saved = None, 0, 0.0, None
+        self._stop: _StopRequest | None = None
+        amp = self.args.amp if self.device.type == 'cuda' else 'off'
+        if self.args.amp != 'off' and amp == 'off':
+            self.log.info(f'--amp {self.args.amp}: mixed precision needs CUDA; training in float32 on {self.device}')
+        self.amp_dtype = {'off': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[amp]
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp == 'fp16')
+        if ckpt is None:
+            self._load_initial_weights()
+        else:
+            self.net.load_state_dict(ckpt['model'])
+        self.net.to(self.device)
+        if self.args.channels_last:
+            self.net.to(memory_format=torch.channels_last)
+        self.optimizer = build_optimizer(self.net)  # after the move: its state then lives on the device too
+        if ckpt is not None:
+            self._restore(ckpt)
+        self._wrap_model()
+
+    def _load_initial_weights(self) -> None:
+        a = self.args
+        if a.weights:
+            if a.weights.endswith('.pt'):
+                ck = load_checkpoint(a.weights)
+                try:
+                    self.net.load_state_dict(ck['model'])
+                except RuntimeError as exc:
+                    raise ValueError(f'{a.weights}: weights do not fit {self.cfg.path}: {exc}') from None
+                self.net.seen = int(ck.get('seen', 0))
+                self.log.info(f'weights: {a.weights} (seen {self.net.seen:,})')
+            else:
+                from .weights import load_darknet_weights
+                convs = len(self.net.conv_layers())
+                loaded = load_darknet_weights(self.net, a.weights, partial=True)
+                what = 'all' if loaded == convs else f'the first {loaded} of {convs} (partial: the rest keep ' \
+                                                     f'their random initialisation)'
+                self.log.info(f'weights: {a.weights}: {what} conv layers loaded, header seen {self.net.seen:,}')
+        if a.clear and self.net.seen:
+            self.log.info(f'--clear: seen {self.net.seen:,} -> 0 (schedule, burn-in and prior restart)')
+            self.net.seen = 0
+        self.seen = int(self.net.seen)
+        self.update = current_batch(self.seen, self.batch)
+        if self.update >= self.max_batches:
+            raise ValueError(f'{a.weights}: seen {self.seen:,} images = {self.update} updates of {self.batch}, '
+                             f'not below max_batches={self.max_batches}; pass --clear to restart the schedule')
+        if self.update:
+            self.log.info(f'continuing Darknet\'s schedule at update {self.update} (seen {self.seen:,}; --clear '
+                          f'restarts it)')
+
+    def _restore(self, ckpt: dict) -> None:
+        self.optimizer.load_state_dict(ckpt['optimizer'])
+        if ckpt.get('scaler'):
+            self.scaler.load_state_dict(ckpt['scaler'])
+        self.seen = self.net.seen = int(ckpt['seen'])
+        self.update = int(ckpt['update'])
+        self.best_map, self.bad_evals = ckpt.get('best_map'), int(ckpt.get('bad_evals', 0))
+        self.train_time = float(ckpt.get('train_time', 0.0))
+        self.last_saved = self.update
+        set_rng_state(ckpt['rng'])
+        if self.dist.main:
+            ResultsCsv(self.run_dir / 'results.csv').truncate_after(self.update)
+        self.log.info(f'resumed from {self.args.resume}: update {self.update}/{self.max_batches}, '
+                      f'seen {self.seen:,}')
+
+    def _wrap_model(self) -> None:
+        model: torch.nn.Module = self.net
+        if self.args.sync_bn:
+            if self.device.type != 'cuda' or not self.dist.enabled:
+                raise ValueError('--sync-bn needs several CUDA processes (torchrun on GPUs); PyTorch\'s SyncBatchNorm '
+                                 'has no CPU implementation')
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == 'cuda' else None
+            model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        if self.args.compile:
+            model = torch.compile(model)
+        self.model = model
+
+    def _check_schedule(self) -> None:
+        """Say what will run, and fail now rather than mid-run on impossible schedule settings."""
+        n, r, lrm = self.cfg.net, self.cfg.region, self.cfg.lrm
+        procs = f' x {self.dist.world_size} processes' if self.dist.enabled else ''
+        self.log.info(f'batch {self.batch} = {self.subdivisions} x {self.local_minibatch} images{procs}, '
+                      f'{self.max_batches} updates ({self.max_batches * self.batch / len(self.dataset):.1f} epochs), '
+                      f'lr {n["learning_rate"]:g} policy {n["policy"]}, burn_in {n["burn_in"]}, momentum '
+                      f'{n["momentum"]:g}, decay {n["decay"]:g}; {r["loss"]}, multi-scale {"on" if r["random"] else "off"}'
+                      f', augmentation {"on" if self.args.augment else "off"}, LRM '
+                      + (f'K={lrm["hard_examples"]} nms={lrm["nms"]:g}' if lrm['hard_examples'] else 'off'))
+        for message in schedule_warnings(n):
+            self.log.info(f'warning: {message}')
+        learning_rate(n, max(1, self.update))
+
+    def _build_loader(self) -> None:
+        from .data import MultiScaleBatchSampler, collate
+        region = self.cfg.region
+        self.sampler = MultiScaleBatchSampler(
+            len(self.dataset), self.local_minibatch, self.subdivisions, self.args.seed, bool(region['random']),
+            self.cfg.net['width'], self.max_batches, self.dist.rank, self.dist.world_size,
+            start_minibatch=self.update * self.subdivisions)
+        workers = self.args.workers
+        # workers start from a clean forkserver, not a fork of this process: a fork inherits OpenCV's thread pool
+        # in whatever state the main process left it (it deadlocks when the worker reconfigures it)
+        context = None if not workers else \
+            'forkserver' if 'forkserver' in multiprocessing.get_all_start_methods() else 'spawn'
+        self.loader = DataLoader(self.dataset, batch_sampler=self.sampler, collate_fn=collate, num_workers=workers,
+                                 pin_memory=self.device.type == 'cuda', multiprocessing_context=context,
+                                 worker_init_fn=_ignore_stop_signals if workers else None,
+                                 prefetch_factor=4 if workers else None)
+        if self.cfg.net['width'] != self.cfg.net['height']:
+            raise self.cfg.net.error('training uses square inputs: width must equal height', 'width')
+
+    def _write_run_files(self) -> None:
+        cfg_name = Path(self.args.cfg or 'model.cfg').name
+        (self.run_dir / cfg_name).write_text(self.cfg.to_text())
+        data_lines = [f'{k}={v}' for k, v in self.data.options.items() if v not in ('', None)]
+        (self.run_dir / Path(self.data.path).name).write_text('\n'.join(data_lines) + '\n')
+        info = {'args': dataclasses.asdict(self.args), 'cfg_overrides': cfg_overrides(self.args),
+                'batch': self.batch, 'subdivisions': self.subdivisions, 'max_batches': self.max_batches,
+                'world_size': self.dist.world_size, 'device': str(self.device), 'torch': torch.__version__,
+                'train_images': len(self.dataset)}
+        (self.run_dir / 'args.json').write_text(json.dumps(info, indent=2) + '\n')
+
+    # ------------------------------------------------------------------------------------------------- loop
+    def run(self) -> TrainResult:
+        """Train until max_batches, early stop or a stop signal; returns how it ended."""
+        a = self.args
+        interval = a.eval_interval or max(1, math.ceil(self.max_batches / 10))
+        meter, last_map, reason = Meter(), None, 'finished'
+        self.net.train()
+        batches = iter(self.loader)
+        bar = tqdm(total=self.max_batches, initial=self.update, disable=not self.dist.main, unit='update',
+                   dynamic_ncols=True, mininterval=1.0)
+        with _StopRequest() as self._stop:
+            while self.update < self.max_batches:
+                t0 = time.perf_counter()
+                values = self.train_update(batches)
+                elapsed = time.perf_counter() - t0
+                self.train_time += elapsed
+                values['images_per_s'] = self.batch / elapsed
+                meter.add(values)
+                bar.update(1)
+                bar.set_postfix_str(self._postfix(values), refresh=False)
+                k = self.update
+                final = k == self.max_batches
+                if k % interval == 0 or final:
+                    last_map = self._evaluate_and_log(meter)
+                    meter.reset()
+                    if a.patience and self.bad_evals >= a.patience:
+                        reason = 'early-stop'
+                if values['stop'] and reason == 'finished':
+                    reason = 'interrupted'
+                if reason != 'finished' or final or (a.save_interval and k % a.save_interval == 0) or \
+                        (k % interval == 0):
+                    self._save(final=final)
+                if a.save_period and k % a.save_period == 0 and self.dist.main:
+                    save_checkpoint(self._checkpoint(), self.weights_dir / f'update_{k}.pt')
+                if reason != 'finished':
+                    break
+        bar.close()
+        return self._finish(reason, last_map)
+
+    def train_update(self, batches: Iterator) -> dict[str, float]:
+        """One update: forward/backward over `subdivisions` mini-batches from `batches` (collated `(images, targets,
+        paths)`), one synchronised look at the numbers, then the SGD step.  Returns the logged values."""
+        rows, aggs, paths = [], [], []
+        scale = loss_scale(self.batch, self.dist.world_size)
+        for s in range(self.subdivisions):
+            images, targets, batch_paths = next(batches)
+            paths.append((images.shape[-1], batch_paths))
+            images = images.to(self.device, non_blocking=True)
+            if self.args.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            targets = targets.to(self.device, non_blocking=True)
+            self.seen += self.minibatch  # Darknet counts the mini-batch before its forward pass
+            sync = s == self.subdivisions - 1 or not self.dist.enabled
+            with (contextlib.nullcontext() if sync else self.model.no_sync()):
+                with torch.autocast(self.device.type, self.amp_dtype, enabled=self.amp_dtype is not None):
+                    output = self.model(images)
+                result = self.crit(output.float(), targets, self.seen)
+                self.scaler.scale(result.total * scale).backward()
+            rows.append(torch.stack([result.total.detach(), *(result.terms[t] for t in TERMS)]))
+            aggs.append(self._aggregate(result.stats))
+        self.net.seen = self.seen
+        self.update = current_batch(self.seen, self.batch)
+        stats = torch.cat([torch.stack(rows).flatten(), torch.stack(aggs).sum(0)])
+        flag = float(self._stop is not None and self._stop.requested)
+        local = torch.cat([stats, stats.new_full((1,), flag)])  # a fill kernel: no host-to-device copy
+        summed = dist_utils.all_reduce_sum(local.clone(), self.dist) if self.dist.enabled else local
+        numbers = summed.tolist()  # the one host sync of the update
+        values = self._values(numbers)
+        if not all(math.isfinite(v) for v in numbers[:len(rows) * 6]):
+            raise NonFiniteLoss(self._nonfinite_message(local.tolist(), paths))
+        self.lr = lr = learning_rate(self.cfg.net, self.update)
+        set_learning_rate(self.optimizer, lr)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        values['lr'] = lr
+        values['size'] = paths[-1][0]
+        return values
+
+    def _aggregate(self, stats: dict[str, torch.Tensor]) -> torch.Tensor:
+        """One mini-batch's statistics as sums (count-weighted averages, NaN of an empty batch as 0)."""
+        count = stats['count']
+        weighted = [torch.nan_to_num(stats[k]) * count for k in ('avg_iou', 'class', 'obj', 'recall', 'recall75')]
+        zero = count.new_zeros(())
+        lrm = [stats[k].to(count.dtype) if k in stats else zero for k in ('lrm_fg', 'lrm_bg', 'lrm_share')]
+        return torch.stack([*weighted, count, stats['no_obj'], *lrm])
+
+    def _values(self, numbers: list[float]) -> dict[str, float]:
+        """Per-image losses and Darknet-style averages from the summed numbers of one update."""
+        s, world = self.subdivisions, self.dist.world_size
+        rows = [numbers[i * 6:(i + 1) * 6] for i in range(s)]
+        agg = dict(zip(_AGG, numbers[s * 6:]))
+        values = {'loss': sum(r[0] for r in rows) / self.batch}
+        values.update({t: sum(r[1 + i] for r in rows) / self.batch for i, t in enumerate(TERMS)})
+        count = agg['count']
+        for key in ('iou', 'class_prob', 'obj_prob', 'recall50', 'recall75'):
+            values[key] = agg[key] / count if count else math.nan
+        values['noobj_prob'] = agg['noobj_prob'] / (s * world)
+        if self.crit.lrm is not None and self.crit.lrm['hard_examples'] > 0:
+            values.update(lrm_fg=agg['lrm_fg'] / self.batch, lrm_bg=agg['lrm_bg'] / self.batch,
+                          lrm_share=agg['lrm_share'] / (s * world))
+        values['stop'] = float(agg['stop'] > 0)
+        return values
+
+    def _nonfinite_message(self, local: list[float], paths: list[tuple[int, list[str]]]) -> str:
+        lines = [f'non-finite loss in update {self.update} (seen {self.seen:,} images): training stopped before the '
+                 f'optimizer step; nothing was saved after it.']
+        for s, (size, batch_paths) in enumerate(paths):
+            row = local[s * 6:(s + 1) * 6]
+            if all(math.isfinite(v) for v in row):
+                continue
+            terms = ', '.join(f'{t} {v:.6g}' for t, v in zip(TERMS, row[1:]))
+            lines.append(f'  mini-batch {s + 1}/{len(paths)} (input {size}x{size}'
+                         + (f', rank {self.dist.rank}' if self.dist.enabled else '') + f'): loss {row[0]:.6g} '
+                         f'({terms}); images:')
+            lines += [f'    {p}' for p in batch_paths]
+        if len(lines) == 1:
+            lines.append('  (the non-finite values came from another process; see its message)')
+        last = self.weights_dir / 'last.pt'
+        lines.append(f'last good checkpoint: {last} (update {self.last_saved})' if self.last_saved is not None
+                     else 'no checkpoint was written before this update')
+        lines.append('common causes: a too high learning rate (try a longer burn_in or a lower --lr), --amp fp16 '
+                     'overflow, or bad labels (see the dataset scan log)')
+        return '\n'.join(lines)
+
+    def _postfix(self, v: dict[str, float]) -> str:
+        text = (f"loss {v['loss']:.3g} (xy/wh {v['coord']:.3g} obj {v['obj']:.3g} noobj {v['noobj']:.3g} "
+                f"cls {v['cls']:.3g} prior {v['prior']:.2g}) iou {v['iou']:.2f} rec {v['recall50']:.2f} "
+                f"lr {v['lr']:.2g} {v['images_per_s']:.1f} img/s {int(v['size'])}px")
+        if 'lrm_fg' in v:
+            text += f" lrm fg {v['lrm_fg']:.1f} bg {v['lrm_bg']:.1f} share {v['lrm_share']:.2f}"
+        if self.device.type == 'cuda':
+            text += f' {torch.cuda.max_memory_allocated(self.device) / 2 ** 30:.1f}G'
+        return text
+
+    # ---------------------------------------------------------------------------------- evaluation and files
+    def _evaluate_and_log(self, meter: Meter) -> float | None:
+        """Validation mAP on rank 0 (others wait), results.csv row, best.pt; returns the mAP (None: no valid=)."""
+        map50 = self._validate() if self.dist.main else None
+        map50 = dist_utils.broadcast_object(map50, self.dist)
+        if map50 is not None:
+            if self.best_map is None or map50 > self.best_map:
+                self.best_map, self.bad_evals = map50, 0
+                if self.dist.main:
+                    save_checkpoint(self._checkpoint(weights_only=True), self.weights_dir / 'best.pt')
+            else:
+                self.bad_evals += 1
+        if self.dist.main:
+            row = {**meter.means(), 'update': self.update, 'epoch': round(self.seen / len(self.dataset), 4),
+                   'images': self.seen, 'lr': self.lr, 'map50': map50, 'time_s': round(self.train_time, 1)}
+            ResultsCsv(self.run_dir / 'results.csv').append(row)
+            best = f' (best {self.best_map:.4f})' if self.best_map is not None else ''
+            self.log.info(f'update {self.update}: mAP@.5 {map50:.4f}{best}' if map50 is not None else
+                          f'update {self.update}: no valid= list in {self.data.path}, no mAP')
+        return map50
+
+    def _validate(self) -> float | None:
+        if not self.data['valid']:
+            return None
+        from .evaluate import evaluate_model  # restores train mode itself
+        result = evaluate_model(self.net, self.data, metric=self.args.eval_metric, iou=0.5, names=self.names,
+                                batch_size=self.args.eval_batch, workers=self.args.workers, progress=True)
+        return float(result.map)
+
+    def _checkpoint(self, weights_only: bool = False) -> dict[str, Any]:
+        extra: dict[str, Any] = {'update': self.update, 'best_map': self.best_map,
+                                 'epoch': self.seen / len(self.dataset)}
+        if not weights_only:
+            extra.update(optimizer=self.optimizer.state_dict(), scaler=self.scaler.state_dict(), rng=rng_state(),
+                         args=dataclasses.asdict(self.args), bad_evals=self.bad_evals, train_time=self.train_time)
+        return model_checkpoint(self.net, self.names, **extra)
+
+    def _save(self, final: bool) -> None:
+        """last.pt and Darknet backups (rank 0), atomically."""
+        if self.dist.main:
+            save_checkpoint(self._checkpoint(), self.weights_dir / 'last.pt')
+            self._darknet_backups(final)
+        self.last_saved = self.update
+        dist_utils.barrier(self.dist)
+
+    def _darknet_backups(self, final: bool) -> None:
+        """Darknet's files in `backup=`: `<cfg>.backup` at every save, `<cfg>_<n>.weights` at n = N, 2N, ... below
+        10N and every 100N after (N = save_interval; Darknet: 100, below 1000, every 10000), `<cfg>_final.weights`."""
+        from .weights import save_darknet_weights
+        folder, k, n = Path(self.data['backup'] or 'backup'), self.update, self.args.save_interval
+        stem = Path(self.args.cfg or 'model.cfg').stem
+        folder.mkdir(parents=True, exist_ok=True)
+        save_darknet_weights(self.net, folder / f'{stem}.backup')
+        if n and k % n == 0 and (k < 10 * n or k % (100 * n) == 0):
+            save_darknet_weights(self.net, folder / f'{stem}_{k}.weights')
+        if final:
+            save_darknet_weights(self.net, folder / f'{stem}_final.weights')
+
+    def _finish(self, reason: str, last_map: float | None) -> TrainResult:
+        if self.dist.main:
+            from .weights import save_darknet_weights
+            save_darknet_weights(self.net, self.weights_dir / 'last.weights')
+            note = plot_results(self.run_dir / 'results.csv', self.run_dir / 'results.png')  # slow: once, at the end
+            if note:
+                self.log.info(note)
+            what = {'finished': 'finished', 'early-stop': f'early stop: no better mAP in {self.args.patience} '
+                    f'evaluations', 'interrupted': 'interrupted: saved'}[reason]
+            best = f', best mAP@.5 {self.best_map:.4f}' if self.best_map is not None else ''
+            self.log.info(f'{what} at update {self.update}/{self.max_batches} ({self.seen:,} images, '
+                          f'{self.train_time / 60:.1f} min training{best}); results in {self.run_dir}')
+            if reason == 'interrupted':
+                self.log.info(f'continue with: python train.py --resume {self.run_dir}')
+        dist_utils.barrier(self.dist)
+        return TrainResult(self.run_dir, self.update, self.seen, self.best_map, last_map, reason)
+
+    def close(self) -> None:
+        """Release the process group."""
+        dist_utils.cleanup(self.dist)
+
+
+def train(args: TrainArgs) -> TrainResult:
+    """Run one training job (fresh or `--resume`) and return how it ended."""
+    trainer = Trainer(args)
+    try:
+        return trainer.run()
+    finally:
+        trainer.close()
