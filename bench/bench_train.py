@@ -1,7 +1,7 @@
 """Training-step throughput of the real trainer (`Trainer.train_update`: forward, region loss, backward, SGD step).
 
     python bench/bench_train.py [--cfg CFG ...] [--size 416] [--batch 8] [--steps 5] [--device cpu]
-                                [--workers 0 1 2] [--threads N] [--channels-last] [--amp bf16] [--json OUT]
+                                [--workers 0 1 2] [--threads N] [--channels-last] [--compile] [--amp bf16] [--json OUT]
 
 For each cfg (default: yolov2-tiny-voc, yolov2-voc, yolov2-mobilenet-voc, those present) and each `--workers`
 value, in a fresh process: a Trainer is built on BCCD (`../shared/datasets/BCCD`, converted into a temporary
@@ -9,7 +9,8 @@ folder with the data package's VOC converter; labels 0-2 of the cfg's classes, a
 without BCCD, on the generated demo-small set.  Two timings, each the median of `--steps` updates after one warm-up:
   memory  the same collated batch fed again and again (no data loading)
   data    batches from the trainer's own DataLoader (decode, Darknet augmentation, collate; `--workers` processes)
-One update = `--batch` images in one mini-batch at `--size` (multi-scale off).  Peak memory: CUDA allocator peak,
+One update = `--batch` images in one mini-batch at `--size` (multi-scale off).  OMP_WAIT_POLICY=PASSIVE as in
+train.py unless set.  Peak memory: CUDA allocator peak,
 or the process's peak RSS on CPU.  Darknet reference (../shared/docs/darknet-reference.md §8): yolov2-tiny-voc,
 batch 8, 416, 2-core CPU, OpenMP build: 0.86 images/s.
 """
@@ -86,7 +87,8 @@ def bench_one(opts: argparse.Namespace) -> dict:
         args = TrainArgs(cfg=opts.cfg[0], data=str(data), project=str(Path(tmp) / 'runs'), device=opts.device,
                          workers=opts.workers[0], batch=opts.batch, subdivisions=1, max_batches=10 ** 6,
                          img_size=opts.size, set=['region.random=0'], amp=opts.amp,
-                         channels_last=opts.channels_last, eval_interval=10 ** 6, save_interval=0)
+                         channels_last=opts.channels_last, compile=opts.compile, eval_interval=10 ** 6,
+                         save_interval=0)
         trainer = Trainer(args)
         trainer.net.train()
         device = trainer.device
@@ -98,9 +100,10 @@ def bench_one(opts: argparse.Namespace) -> dict:
     med_mem, med_data = statistics.median(memory_times), statistics.median(data_times)
     return {'cfg': opts.cfg[0], 'size': opts.size, 'batch': opts.batch, 'device': str(device),
             'threads': torch.get_num_threads(), 'workers': opts.workers[0], 'channels_last': opts.channels_last,
-            'amp': opts.amp, 'data': source, 'memory_s': med_mem, 'data_s': med_data,
-            'memory_img_s': opts.batch / med_mem, 'data_img_s': opts.batch / med_data,
-            'memory_all_s': memory_times, 'data_all_s': data_times, 'peak_mb': peak_memory_mb(device)}
+            'amp': opts.amp, 'compile': opts.compile, 'omp_wait_policy': os.environ.get('OMP_WAIT_POLICY', ''),
+            'data': source, 'memory_s': med_mem, 'data_s': med_data, 'memory_img_s': opts.batch / med_mem,
+            'data_img_s': opts.batch / med_data, 'memory_all_s': memory_times, 'data_all_s': data_times,
+            'peak_mb': peak_memory_mb(device)}
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -114,6 +117,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument('--threads', type=int, default=0, help='torch intra-op threads (default: torch\'s choice)')
     ap.add_argument('--channels-last', action='store_true')
     ap.add_argument('--amp', default='off', choices=('off', 'bf16', 'fp16'))
+    ap.add_argument('--compile', action='store_true', help='torch.compile (the warm-up update pays the compilation)')
     ap.add_argument('--json', help='write all results here')
     ap.add_argument('--one', action='store_true', help=argparse.SUPPRESS)  # internal: run one cfg in this process
     return ap.parse_args(argv)
@@ -129,8 +133,11 @@ def main(argv: list[str] | None = None) -> None:
         for workers in opts.workers:
             cmd = [sys.executable, __file__, '--one', '--cfg', cfg, '--workers', str(workers), '--size', str(opts.size),
                    '--batch', str(opts.batch), '--steps', str(opts.steps), '--device', opts.device,
-                   '--threads', str(opts.threads), '--amp', opts.amp] + ['--channels-last'] * opts.channels_last
-            out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, 'PYTHONPATH': str(ROOT)})
+                   '--threads', str(opts.threads), '--amp', opts.amp] + ['--channels-last'] * opts.channels_last \
+                + ['--compile'] * opts.compile
+            # as train.py: sleeping OpenMP threads unless the caller chose a policy
+            env = {'OMP_WAIT_POLICY': 'PASSIVE', **os.environ, 'PYTHONPATH': str(ROOT)}
+            out = subprocess.run(cmd, capture_output=True, text=True, env=env)
             line = next((ln for ln in out.stdout.splitlines() if ln.startswith('RESULT ')), None)
             if line is None:
                 print(f'{cfg} workers={workers}: failed\n{out.stderr[-2000:]}')
@@ -139,7 +146,8 @@ def main(argv: list[str] | None = None) -> None:
             results.append(r)
             ratio = f"  {r['data_img_s'] / DARKNET_TINY_CPU:.1f}x Darknet's 0.86" if 'tiny' in cfg and \
                 r['device'] == 'cpu' and r['batch'] == 8 and r['size'] == 416 else ''
-            print(f"{Path(cfg).name:<26s} {r['device']:<6s} threads {r['threads']} workers {workers}: "
+            print(f"{Path(cfg).name:<26s} {r['device']:<6s} threads {r['threads']} workers {workers} "
+                  f"{r['omp_wait_policy'] or 'default'}: "
                   f"memory {r['memory_img_s']:6.2f} img/s, data {r['data_img_s']:6.2f} img/s, "
                   f"peak {r['peak_mb']:,.0f} MB{ratio}", flush=True)
     if opts.json:

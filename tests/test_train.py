@@ -192,7 +192,8 @@ def test_resume_is_bit_identical(tmp_path, demo):
     (copy_dir / 'weights' / 'last.pt').unlink()
     resumed = train(TrainArgs(resume=str(copy_dir / 'weights' / 'update_3.pt'), workers=2, device='cpu'))
     assert resumed.run_dir == copy_dir and resumed.updates == 6
-    _same_state(load_checkpoint(full.run_dir / 'weights' / 'last.pt'), load_checkpoint(copy_dir / 'weights' / 'last.pt'))
+    _same_state(load_checkpoint(full.run_dir / 'weights' / 'last.pt'),
+                load_checkpoint(copy_dir / 'weights' / 'last.pt'))
 
 
 # --------------------------------------------------------------------------------------------------- DDP

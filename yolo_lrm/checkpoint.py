@@ -19,6 +19,7 @@ def atomic_write(path: str | os.PathLike, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
     try:
+        os.chmod(tmp, _default_mode())  # mkstemp creates 0600; give the file what open() would have
         with os.fdopen(fd, 'wb') as f:
             write(f)
             f.flush()
@@ -28,6 +29,13 @@ def atomic_write(path: str | os.PathLike, write) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _default_mode() -> int:
+    """0666 minus the process umask (read without changing it for good)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def save_checkpoint(obj: dict[str, Any], path: str | os.PathLike) -> None:

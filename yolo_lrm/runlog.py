@@ -18,7 +18,8 @@ from tqdm import tqdm
 COLUMNS = ('update', 'epoch', 'images', 'lr', 'loss', 'coord', 'obj', 'noobj', 'cls', 'prior', 'iou', 'class_prob',
            'obj_prob', 'noobj_prob', 'recall50', 'recall75', 'lrm_fg', 'lrm_bg', 'lrm_share', 'map50', 'time_s',
            'images_per_s')
-_PLOTTED = ('loss', 'coord', 'obj', 'noobj', 'cls', 'prior', 'iou', 'recall50', 'lr', 'lrm_share', 'map50')
+_PLOTTED = ('loss', 'coord', 'obj', 'noobj', 'cls', 'prior', 'iou', 'recall50', 'obj_prob', 'noobj_prob', 'lr',
+            'lrm_share', 'map50')
 
 
 class RunLog:
@@ -111,8 +112,8 @@ def plot_results(csv_path: Path, png_path: Path) -> str | None:
     x = [int(r['update']) for r in rows]
     columns = [c for c in _PLOTTED if any(r[c] for r in rows)]
     ncol = 4
-    fig, axes = plt.subplots(math.ceil(len(columns) / ncol), ncol, figsize=(4 * ncol, 2.8 * math.ceil(len(columns) / ncol)),
-                             squeeze=False)
+    nrow = math.ceil(len(columns) / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4 * ncol, 2.8 * nrow), squeeze=False)
     for ax, col in zip(axes.flat, columns):
         pts = [(u, float(r[col])) for u, r in zip(x, rows) if r[col]]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker='.', linewidth=1.5)

@@ -200,6 +200,7 @@ class Trainer:
             self.cfg = parse_cfg(args.cfg, cfg_overrides(args))
             self.run_dir = None
         self.data = parse_data(self.args.data)
+        self._check_inputs()
         if self.run_dir is None:
             from .detect import increment_dir
             name = increment_dir(Path(self.args.project) / self.args.name, self.args.exist_ok) if self.dist.main \
@@ -210,6 +211,26 @@ class Trainer:
             self.weights_dir.mkdir(parents=True, exist_ok=True)
         self.log = RunLog(self.run_dir / 'train.log' if self.dist.main else None, echo=self.dist.main)
         return ckpt
+
+    def _check_inputs(self) -> None:
+        """Input errors that need no data or model, caught before a run directory is created."""
+        a, n, world = self.args, self.cfg.net, self.dist.world_size
+        self.batch, self.subdivisions = n['batch'], n['subdivisions']
+        if self.batch <= 0 or self.subdivisions <= 0 or self.batch % (self.subdivisions * world):
+            raise n.error(f'batch={self.batch} must split into subdivisions={self.subdivisions} x {world} '
+                          f'process(es) of equal whole mini-batches', 'batch')
+        if n['max_batches'] <= 0 and a.epochs is None:
+            raise n.error('max_batches must be positive (or use --epochs / --max-batches)', 'max_batches')
+        if n['width'] != n['height'] or n['width'] % 32:
+            raise n.error(f'training needs a square input whose side is a multiple of 32, got '
+                          f'{n["width"]}x{n["height"]}', 'width')
+        if a.weights and a.resume is None and not os.path.isfile(a.weights):
+            raise FileNotFoundError(f'WEIGHTS {a.weights}: file not found')
+        if a.sync_bn and (self.device.type != 'cuda' or world == 1):
+            raise ValueError('--sync-bn needs several CUDA processes (torchrun on GPUs); PyTorch\'s SyncBatchNorm has '
+                             'no CPU implementation')
+        if a.amp not in ('off', 'bf16', 'fp16'):
+            raise ValueError(f'--amp {a.amp}: expected off, bf16 or fp16')
 
     def _setup_determinism(self) -> None:
         a = self.args
@@ -250,17 +271,9 @@ class Trainer:
             self.log.info(f'--epochs {self.args.epochs}: {updates} updates of {self.cfg.net["batch"]} images')
 
     def _build_model(self, ckpt: dict | None) -> None:
-        net_sec = self.cfg.net
-        self.batch, self.subdivisions = net_sec['batch'], net_sec['subdivisions']
-        self.max_batches = net_sec['max_batches']
-        world = self.dist.world_size
-        if self.batch <= 0 or self.subdivisions <= 0 or self.batch % (self.subdivisions * world):
-            raise net_sec.error(f'batch={self.batch} must split into subdivisions={self.subdivisions} x '
-                                f'{world} process(es) of equal whole mini-batches', 'batch')
-        if self.max_batches <= 0:
-            raise net_sec.error('max_batches must be positive (or use --epochs / --max-batches)', 'max_batches')
+        self.max_batches = self.cfg.net['max_batches']
         self.minibatch = self.batch // self.subdivisions            # images per mini-batch, all processes
-        self.local_minibatch = self.minibatch // world
+        self.local_minibatch = self.minibatch // self.dist.world_size
         self.net = Darknet(self.cfg)
         self.crit = self.net.criterion()   # a cfg without [region] fails here, naming the file
         self.best_map, self.bad_evals, self.train_time, self.last_saved = None, 0, 0.0, None
@@ -330,9 +343,6 @@ class Trainer:
     def _wrap_model(self) -> None:
         model: torch.nn.Module = self.net
         if self.args.sync_bn:
-            if self.device.type != 'cuda' or not self.dist.enabled:
-                raise ValueError('--sync-bn needs several CUDA processes (torchrun on GPUs); PyTorch\'s SyncBatchNorm '
-                                 'has no CPU implementation')
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == 'cuda' else None
@@ -345,12 +355,13 @@ class Trainer:
         """Say what will run, and fail now rather than mid-run on impossible schedule settings."""
         n, r, lrm = self.cfg.net, self.cfg.region, self.cfg.lrm
         procs = f' x {self.dist.world_size} processes' if self.dist.enabled else ''
+        mining = f'{lrm["mode"]} K={lrm["hard_examples"]} nms={lrm["nms"]:g}' if lrm['hard_examples'] else 'off'
         self.log.info(f'batch {self.batch} = {self.subdivisions} x {self.local_minibatch} images{procs}, '
                       f'{self.max_batches} updates ({self.max_batches * self.batch / len(self.dataset):.1f} epochs), '
                       f'lr {n["learning_rate"]:g} policy {n["policy"]}, burn_in {n["burn_in"]}, momentum '
-                      f'{n["momentum"]:g}, decay {n["decay"]:g}; {r["loss"]}, multi-scale {"on" if r["random"] else "off"}'
-                      f', augmentation {"on" if self.args.augment else "off"}, LRM '
-                      + (f'K={lrm["hard_examples"]} nms={lrm["nms"]:g}' if lrm['hard_examples'] else 'off'))
+                      f'{n["momentum"]:g}, decay {n["decay"]:g}; {r["loss"]}, multi-scale '
+                      f'{"on" if r["random"] else "off"}, augmentation {"on" if self.args.augment else "off"}, '
+                      f'hard-example mining {mining}')
         for message in schedule_warnings(n):
             self.log.info(f'warning: {message}')
         learning_rate(n, max(1, self.update))
@@ -371,8 +382,6 @@ class Trainer:
                                  pin_memory=self.device.type == 'cuda', multiprocessing_context=context,
                                  worker_init_fn=_ignore_stop_signals if workers else None,
                                  prefetch_factor=4 if workers else None)
-        if self.cfg.net['width'] != self.cfg.net['height']:
-            raise self.cfg.net.error('training uses square inputs: width must equal height', 'width')
 
     def _write_run_files(self) -> None:
         cfg_name = Path(self.args.cfg or 'model.cfg').name
@@ -395,7 +404,7 @@ class Trainer:
         batches = iter(self.loader)
         bar = tqdm(total=self.max_batches, initial=self.update, disable=not self.dist.main, unit='update',
                    dynamic_ncols=True, mininterval=1.0)
-        with _StopRequest() as self._stop:
+        with _StopRequest() as self._stop, contextlib.closing(bar):
             while self.update < self.max_batches:
                 t0 = time.perf_counter()
                 values = self.train_update(batches)
@@ -421,7 +430,6 @@ class Trainer:
                     save_checkpoint(self._checkpoint(), self.weights_dir / f'update_{k}.pt')
                 if reason != 'finished':
                     break
-        bar.close()
         return self._finish(reason, last_map)
 
     def train_update(self, batches: Iterator) -> dict[str, float]:
@@ -523,7 +531,7 @@ class Trainer:
     # ---------------------------------------------------------------------------------- evaluation and files
     def _evaluate_and_log(self, meter: Meter) -> float | None:
         """Validation mAP on rank 0 (others wait), results.csv row, best.pt; returns the mAP (None: no valid=)."""
-        map50 = self._validate() if self.dist.main else None
+        map50 = self._validation_map() if self.dist.main else None
         map50 = dist_utils.broadcast_object(map50, self.dist)
         if map50 is not None:
             if self.best_map is None or map50 > self.best_map:
@@ -541,7 +549,7 @@ class Trainer:
                           f'update {self.update}: no valid= list in {self.data.path}, no mAP')
         return map50
 
-    def _validate(self) -> float | None:
+    def _validation_map(self) -> float | None:
         if not self.data['valid']:
             return None
         from .evaluate import evaluate_model  # restores train mode itself

@@ -125,6 +125,7 @@ class _Cache:
         self.path = path
         self.images: dict[str, tuple[int, int, int, int]] = {}     # path -> size, mtime, w, h (w = -1: corrupt)
         self.labels: dict[str, tuple[int, int, np.ndarray, np.ndarray, list]] = {}
+        self.used: set[str] = set()        # entries this scan looked up: only these are saved again
         self.dirty = False
         if path and os.path.isfile(path):
             try:
@@ -146,26 +147,30 @@ class _Cache:
                 self.labels[p] = (meta[0], meta[1], rows[a:b], lines[a:b], [tuple(x) for x in bad[i]])
 
     def image(self, path: str, st: os.stat_result) -> tuple[int, int] | None:
+        self.used.add(path)
         hit = self.images.get(path)
         if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
             return hit[2], hit[3]
         return None
 
     def label(self, path: str, st: os.stat_result):
+        self.used.add(path)
         hit = self.labels.get(path)
         if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
             return hit[2:]
         return None
 
     def save(self) -> None:
-        if not self.path or not self.dirty:
+        stale = (set(self.images) | set(self.labels)) - self.used
+        if not self.path or not (self.dirty or stale):
             return
-        labs = list(self.labels.items())
+        images = {p: v for p, v in self.images.items() if p in self.used}
+        labs = [(p, v) for p, v in self.labels.items() if p in self.used]
         counts = [len(v[2]) for _, v in labs]
         arrays = dict(
             version=np.array(CACHE_VERSION),
-            img_paths=np.array(list(self.images), dtype=str),
-            img_meta=np.array(list(self.images.values()), dtype=np.int64).reshape(-1, 4),
+            img_paths=np.array(list(images), dtype=str),
+            img_meta=np.array(list(images.values()), dtype=np.int64).reshape(-1, 4),
             lab_paths=np.array([p for p, _ in labs], dtype=str),
             lab_meta=np.array([v[:2] for _, v in labs], dtype=np.int64).reshape(-1, 2),
             lab_off=np.concatenate(([0], np.cumsum(counts))).astype(np.int64),
