@@ -61,6 +61,9 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument('--save-interval', type=int, default=d.save_interval,
                    help='weights/last.pt and Darknet backups every N updates (Darknet: 100; 0: only at evaluations)')
     g.add_argument('--save-period', type=int, default=d.save_period, help='also keep weights/update_N.pt every N')
+    g.add_argument('--backup', metavar='DIR', help="folder of Darknet's backups (<cfg>.backup, <cfg>_N.weights, "
+                   "<cfg>_final.weights; default: the data file's backup=); 'none' or '': none (the run directory's "
+                   "weights/last.weights stays)")
     g.add_argument('--no-augment', dest='augment', action='store_false',
                    help='no jitter/HSV/flip: letterboxed training images')
     g.add_argument('--cache-dir', help='where the dataset scan cache goes (default: beside the list file)')
@@ -92,6 +95,8 @@ def parse_args(argv: list[str] | None = None) -> TrainArgs:
         ap.error('CFG and DATA are required (or --resume)')
     if ns.workers < 0 or ns.eval_interval < 0 or ns.patience < 0 or ns.save_interval < 0 or ns.save_period < 0:
         ap.error('--workers, --eval-interval, --patience, --save-interval and --save-period must be >= 0')
+    if ns.backup is not None and ns.backup.lower() == 'none':
+        values['backup'] = ''
     return TrainArgs(**values)
 
 

@@ -110,3 +110,36 @@ def test_cli(tmp_path, capsys):
     with pytest.raises(SystemExit):
         anchors_main(['--labels', str(tmp_path), '--letterbox'])
     assert '--letterbox needs --image-size' in capsys.readouterr().err
+
+
+def test_list_entries_resolved_from_the_list_folder(tmp_path, monkeypatch, capsys):
+    """Relative list entries are taken from the list file's folder (as the training dataset does), not the cwd."""
+    ds = tmp_path / 'set'
+    (ds / 'VOC' / 'labels').mkdir(parents=True)
+    (ds / 'VOC' / 'labels' / 'a.txt').write_text('0 0.5 0.5 0.2 0.4\n1 0.3 0.3 0.1 0.1\n')
+    (ds / 'VOC' / 'labels' / 'b.txt').write_text('1 0.5 0.5 0.6 0.3\n0 0.5 0.5 0.05 0.3\n')
+    (ds / 'VOC' / 'labels' / 'c.txt').write_text('2 0.5 0.5 0.7 0.8\n')
+    (ds / 'train.txt').write_text('VOC/JPEGImages/a.jpg\n./VOC/JPEGImages/b.jpg\nVOC/labels/c.txt\n')
+    elsewhere = tmp_path / 'elsewhere'
+    elsewhere.mkdir()
+    monkeypatch.chdir(ds)
+    classes, wh = read_darknet_labels('train.txt')
+    anchors_main(['--labels', 'train.txt', '-k', '2'])
+    here = capsys.readouterr().out
+    assert classes.tolist() == [0, 1, 1, 0, 2] and '5 boxes (0: 2, 1: 2, 2: 1)' in here
+    monkeypatch.chdir(elsewhere)
+    for source in (ds / 'train.txt', '../set/train.txt'):
+        again_classes, again_wh = read_darknet_labels(source)
+        assert again_classes.tolist() == classes.tolist() and np.array_equal(again_wh, wh)
+        anchors_main(['--labels', str(source), '-k', '2'])
+        assert capsys.readouterr().out == here                        # the same anchors from any cwd
+    # Darknet's label rule applies to the entry as written (as scan_dataset does), not to the list's own folder
+    # path: here 'raw_images' must not become 'raw_labels' or 'labels_images'
+    odd = tmp_path / 'raw_images'
+    (odd / 'labels').mkdir(parents=True)
+    (odd / 'labels' / 'x.txt').write_text('3 0.5 0.5 0.25 0.5\n')
+    (odd / 'list.txt').write_text('images/x.jpg\n')
+    classes, wh = read_darknet_labels(odd / 'list.txt')
+    assert classes.tolist() == [3] and wh.tolist() == [[0.25, 0.5]]
+    with pytest.raises(LabelError, match=r'nothere.txt: cannot read the image list'):
+        read_darknet_labels(tmp_path / 'nothere.txt')

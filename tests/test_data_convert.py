@@ -174,3 +174,65 @@ def test_cli(devkit, tmp_path, capsys):
     assert 'boxes' in capsys.readouterr().out
     with pytest.raises(SystemExit, match='no training/image_2'):
         convert_main(['kitti', str(tmp_path), '--out', str(tmp_path / 'k')])
+
+
+def test_voc_empty_boxes_dropped_and_outside_boxes_reported(tmp_path, capsys):
+    """xmin == xmax (BCCD's BloodImage_00338), negative or no-overlap boxes are dropped and reported with the XML;
+    a box partly outside the image is written as voc_label.py writes it (unclipped) and reported."""
+    ds = tmp_path / 'cells'
+    _voc_dataset(ds, {
+        'p': _xml([('RBC', (50, 40, 50, 40), 0),          # a point: xmin == xmax and ymin == ymax -> dropped
+                   ('RBC', (10, 10, 30, 20), 0),          # fine
+                   ('WBC', (20, 5, 20, 40), 0),           # zero width -> dropped
+                   ('WBC', (0, 70, 50, 90), 0),           # partly outside (xmin < 1, ymax > H + 1) -> written
+                   ('RBC', (150, 10, 170, 20), 0),        # right of the 100-wide image -> dropped
+                   ('RBC', (60, 1, 101, 81), 0)]),        # edges exactly at the image border: fine
+        'q': _xml([('RBC', (30, 30, 20, 50), 0),          # negative width -> dropped
+                   ('WBC', (5, 5, 5, 15), 1)]),           # difficult: dropped as difficult, not checked
+    }, {})
+    r = convert_voc(ds, tmp_path / 'out')
+    assert r.boxes == 3 and r.difficult_dropped == 1 and not r.errors
+    assert len(r.empty) == 4 and len(r.outside) == 1
+    assert [e.split(':')[0].rsplit('/', 1)[-1] for e in r.empty] == ['p.xml', 'p.xml', 'p.xml', 'q.xml']
+    assert 'RBC xmin 50 ymin 40 xmax 50 ymax 40 in a 100x80 image' in r.empty[0]
+    assert r.outside[0].endswith('p.xml: WBC xmin 0 ymin 70 xmax 50 ymax 90 in a 100x80 image')
+    # RBC = 0, WBC = 1; the outside box keeps voc_label.py's numbers: x = (25 - 1) / 100, y = (80 - 1) / 80
+    np.testing.assert_allclose(_lines(tmp_path / 'out' / 'cells' / 'labels' / 'p.txt'),
+                               [[0, 0.19, 0.175, 0.2, 0.125], [1, 0.24, 79 / 80, 0.5, 0.25],
+                                [0, 0.795, 0.5, 0.41, 1.0]], rtol=1e-12)
+    assert (tmp_path / 'out' / 'cells' / 'labels' / 'q.txt').read_text() == ''
+    summary = r.summary()
+    assert 'empty boxes dropped (zero size or outside the image): 4' in summary
+    assert 'boxes partly outside the image' in summary and summary.count('p.xml') == 4
+    # what the converter reports as outside is exactly what the training scan clips; nothing degenerate is left
+    report = scan_dataset(parse_data(r.data_file)['train'], 2)
+    assert [i.kind for i in report.issues] == ['box_clipped']
+    convert_main(['voc', str(ds), '--out', str(tmp_path / 'cli'), '--workers', '1'])
+    out = capsys.readouterr().out
+    assert out.count('empty box dropped: ') == 4 and f'empty box dropped: {ds / "Annotations" / "q.xml"}' in out
+
+
+def test_kitti_empty_boxes_dropped_and_outside_boxes_reported(kitti, tmp_path):
+    label = kitti / 'training' / 'label_2' / '000004.txt'               # the seed-0 test frame (124x37)
+    label.write_text(KITTI_LINES['000004']
+                     + 'Car 0.00 0 0.1 50.00 10.00 50.00 20.00 1 1 1 1 1 5 0.1\n'       # zero width -> dropped
+                     + 'Van 0.00 0 0.1 -2.00 3.00 40.00 36.00 1 1 1 1 1 5 0.1\n'        # partly outside -> kept
+                     + 'Truck 0.00 0 0.1 200.00 5.00 220.00 15.00 1 1 1 1 1 5 0.1\n'    # right of the image
+                     + 'Tram 0.00 0 0.1 30.00 20.00 10.00 30.00 1 1 1 1 1 5 0.1\n'      # negative width
+                     + 'DontCare -1 -1 -10 7.00 7.00 7.00 7.00 -1 -1 -1 -1000 -1000 -1000 -10\n')  # dropped by type
+    out = tmp_path / 'k4'
+    r = convert_kitti(kitti, out, seed=0)
+    assert r.dropped == {'dontcare': 2, 'misc': 1, 'person_sitting': 1}
+    assert r.empty == [f'{label}:2: car 50 10 50 20 in a 124x37 image',
+                       f'{label}:4: truck 200 5 220 15 in a 124x37 image',
+                       f'{label}:5: tram 30 20 10 30 in a 124x37 image']
+    assert r.outside == [f'{label}:3: van -2 3 40 36 in a 124x37 image']
+    assert r.boxes['car'] == 1 and r.boxes['van'] == 1 and r.boxes['truck'] == r.boxes['tram'] == 0
+    assert [ln[0] for ln in _lines(out / 'labels' / '000004.txt')] == [5, 1]
+    xml = (out / 'Annotations' / '000004.xml').read_text()              # the test ground truth drops them too
+    assert xml.count('<object>') == 2 and '<name>van</name>' in xml and '<name>car</name>' not in xml
+    assert (out / 'label_2_test' / '000004.txt').read_bytes() == label.read_bytes()    # the original, untouched
+    assert 'empty boxes dropped (zero size or outside the image): 3' in r.summary()
+    assert f'empty box dropped: {label}:2: car' in r.summary()
+    report = scan_dataset(parse_data(r.data_file)['valid'], 6)
+    assert [i.kind for i in report.issues] == ['box_clipped']

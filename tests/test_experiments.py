@@ -22,7 +22,8 @@ TINY_CFG = '[net]\nbatch=4\nsubdivisions=1\nwidth=96\nheight=96\nchannels=3\nmom
     '[region]\nanchors=1.5,1.5,2.5,2.5\nclasses=6\nnum=2\nsoftmax=1\njitter=.2\nrandom=0\n'
 BUDGET = {'train': {'batch': 4, 'subdivisions': 1, 'max_batches': 3, 'workers': 0, 'eval_interval': 3,
                     'save_interval': 0}, 'metric': 'voc07'}
-VARIANTS = ['baseline:lrm.hard_examples=0', 'lrm-k4-nms0.5:lrm.hard_examples=4,lrm.nms=0.5']
+# the built-in rows (same names and overrides), so that the mining grid below shares these runs
+VARIANTS = [f'{v.name}:{",".join(v.overrides)}' for v in (ex.BASELINE, ex.lrm_variant(4, 0.5))]
 
 
 def write_inputs(tmp) -> None:
@@ -38,11 +39,11 @@ def write_inputs(tmp) -> None:
     (tmp / 'budget.json').write_text(json.dumps(BUDGET))
 
 
-def _argv(tmp_path, *extra):
+def _argv(tmp_path, *extra, grid='custom'):
     out = tmp_path / 'out'
     argv = ['--cfg', str(tmp_path / 'tiny.cfg'), '--data', str(tmp_path / 'tiny.data'), '--grid',
-            'custom', '--budget', str(tmp_path / 'budget.json'), '--out', str(out), '--device', 'cpu', *extra]
-    for v in VARIANTS:
+            grid, '--budget', str(tmp_path / 'budget.json'), '--out', str(out), '--device', 'cpu', *extra]
+    for v in VARIANTS if grid == 'custom' else ():
         argv += ['--variant', v]
     return argv, out
 
@@ -65,14 +66,14 @@ def _table_rows(md: str) -> dict[str, dict[str, str]]:
 
 
 def test_grid_writes_table_json_csv_and_plot_from_real_runs(grid):
-    _, out = grid
+    tmp, out = grid
     summary = json.loads((out / 'custom.json').read_text())
     assert summary['complete'] and len(summary['runs']) == 4
     for r in summary['runs']:
         run_dir = out / 'runs' / r['run_dir']
         stored = json.loads((run_dir / ex.RESULT_FILE).read_text())
         assert stored['map'] == r['map'] and r['updates'] == 3 and r['seen'] == 12 and r['args']['seed'] == r['seed']
-        assert (run_dir / 'weights' / 'last.pt').is_file()
+        assert (run_dir / 'weights' / 'last.pt').is_file() and (run_dir / 'weights' / 'last.weights').is_file()
         # the trainer scored the same final weights on its own at its last update: same number
         with open(run_dir / 'results.csv') as f:
             last_row = list(csv.DictReader(f))[-1]
@@ -82,7 +83,7 @@ def test_grid_writes_table_json_csv_and_plot_from_real_runs(grid):
                                          / sum(v is not None for v in r['per_class'].values()))
     by = {(r['variant'], r['seed']): r for r in summary['runs']}
     assert by[('lrm-k4-nms0.5', 0)]['settings'] == {'loss': 'loss2', 'focal': False, 'lrm': True,
-                                                   'hard_examples': 4, 'nms': 0.5}
+                                                   'hard_examples': 4, 'nms': 0.5, 'method': ''}
     # LRM changes the gradients, so the same seed gives other weights; another seed another start
     assert by[('baseline', 0)]['map'] != by[('lrm-k4-nms0.5', 0)]['map']
     assert by[('baseline', 0)]['map'] != by[('baseline', 1)]['map']
@@ -99,6 +100,10 @@ def test_grid_writes_table_json_csv_and_plot_from_real_runs(grid):
     assert summary['aggregate'][1]['delta_std'] == pytest.approx(abs(deltas[0] - deltas[1]) / math.sqrt(2))
     assert rows['baseline']['LRM'] == '✗' and rows['lrm-k4-nms0.5']['Hard examples'] == '4'
     assert rows['baseline']['Δ vs Loss2'] == '-' and rows['lrm-k4-nms0.5']['NMS'] == '0.5'
+    assert 'Method' not in rows['baseline']  # only options beyond the paper add that column
+    # the variants of one cfg write no Darknet backups into the data's backup= folder (they would overwrite each other)
+    assert not (tmp / 'backup').exists() or not any((tmp / 'backup').iterdir())
+    assert all(r['args']['backup'] == '' for r in summary['runs'])
 
     with open(out / 'custom-runs.csv') as f:
         runs_csv = list(csv.DictReader(f))
@@ -135,6 +140,31 @@ def test_run_without_result_resumes_through_the_trainer(grid, monkeypatch):
     assert json.loads((run_dir / ex.RESULT_FILE).read_text())['map'] == pytest.approx(old['map'], abs=1e-9)
 
 
+def test_mining_grid_shares_runs_and_tables_the_methods(grid, monkeypatch):
+    """Two mining rows trained for real on top of the custom grid's runs (baseline and LRM K=4 shared, not retrained):
+    S-LRM with its schedule as shares of the run's 12 images, and the IoU-balanced localisation loss."""
+    tmp, out = grid
+    real_grid, real_train, trained = ex.mining_grid, ex.train, []
+    keep = ('baseline', 'lrm-k4-nms0.5', 'slrm-k4-nms0.5', 'iou-loc')
+    monkeypatch.setattr(ex, 'PAPER_BEST', (4, 0.5))  # no lrm grid in this --out: the loss/mining grids take this
+    monkeypatch.setattr(ex, 'mining_grid', lambda best, images: [v for v in real_grid(best, images) if v.name in keep])
+    monkeypatch.setattr(ex, 'train', lambda args: trained.append(args.name) or real_train(args))
+    ex.main(_argv(tmp, '--seeds', '0', grid='mining')[0])
+    assert trained == ['slrm-k4-nms0.5-s0', 'iou-loc-s0']
+    summary = json.loads((out / 'mining.json').read_text())
+    assert summary['complete'] and [r['variant'] for r in summary['runs']] == list(keep)
+    by = {r['variant']: r for r in summary['runs']}
+    assert by['slrm-k4-nms0.5']['overrides'][-2:] == ['lrm.beta_start=6', 'lrm.beta_ramp=3']  # 3 updates x 4 images
+    md = (out / 'mining.md').read_text()
+    assert "shares of a run's 12 training images" in md
+    rows = _table_rows(md)
+    assert [rows[v]['Method'] for v in keep] == ['-', 'LRM', 'S-LRM stratified, β 0→1.9 from image 6 over 3',
+                                                 'IoU-balanced loc, λ 1.5, w_loc 3']
+    for v in keep[1:]:
+        assert rows[v]['Δ vs Loss2'] == f"{100 * (by[v]['map'] - by['baseline']['map']):+.2f}"
+    assert not (tmp / 'backup').exists() or not any((tmp / 'backup').iterdir())
+
+
 def test_stored_runs_made_with_other_settings_are_refused(grid):
     tmp, _ = grid
     argv, _ = _argv(tmp, '--seeds', '0', '--set', 'net.learning_rate=0.01')
@@ -159,6 +189,55 @@ def test_builtin_grids():
     loss = ex.loss_grid((128, 0.5))
     assert [v.name for v in loss] == ['baseline', 'loss1', 'loss1-focal', 'lrm-k128-nms0.5']
     assert 'region.focal=1' in loss[2].overrides
+
+
+def test_mining_grid_variants_parse_and_name_their_method(tmp_path):
+    lrm = ex.lrm_variant(256, 0.7).overrides
+    base = ex.BASELINE.overrides
+    assert lrm == ('region.loss=loss2', 'region.focal=0', 'lrm.hard_examples=256', 'lrm.nms=0.7')
+    grid = ex.mining_grid((256, 0.7), 64 * 45000)
+    assert [(v.name, v.overrides) for v in grid] == [
+        ('baseline', base), ('lrm-k256-nms0.7', lrm),
+        ('slrm-k256-nms0.7', (*lrm, 'lrm.select=stratified', 'lrm.select_beta=1.9', 'lrm.beta_start=1440000',
+                              'lrm.beta_ramp=720000')),
+        ('iou-cls', (*base, 'region.iou_balanced_cls=1', 'region.eta=1.5')),
+        ('iou-loc', (*base, 'region.iou_balanced_loc=1', 'region.lambda=1.5', 'region.w_loc=3')),
+        ('ktruths-k256-nms0.7', (*lrm, 'lrm.k_mode=truths', 'lrm.k_per_truth=16', 'lrm.k_min=64')),
+        ('kshare-k256-nms0.7', (*lrm, 'lrm.k_mode=loss_share', 'lrm.loss_share=0.9')),
+        ('soft-k256-nms0.7', (*lrm, 'lrm.soft=0.25')),
+        ('ohem-k256-nms0.7', (*lrm, 'lrm.mode=ohem', 'lrm.neg_pos_ratio=3'))]
+    # a run of unknown length (--epochs): the same shares of the paper budget; another budget, other shares
+    assert ex.mining_grid((256, 0.7), None)[2] == grid[2]
+    assert ex.mining_grid((64, None), 1000)[2].overrides[-2:] == ('lrm.beta_start=500', 'lrm.beta_ramp=250')
+    assert ex.mining_grid((64, None), 1000)[5].overrides[-1] == 'lrm.k_min=16'
+
+    write_inputs(tmp_path)
+    budget = ex.load_budget(str(tmp_path / 'budget.json'))
+    methods = {}
+    for v in grid:  # the real cfg parser and the loss's own checks, against the tiny cfg
+        spec = ex.make_spec(v, 0, budget, [], str(tmp_path / 'tiny.cfg'), str(tmp_path / 'tiny.data'), tmp_path,
+                            'voc07', {'device': 'cpu'})
+        s = ex.settings_of(spec.args)
+        assert spec.args.backup == '' and s['loss'] == 'loss2' and not s['focal']
+        assert s['lrm'] == (not v.name.startswith(('baseline', 'iou'))), v.name
+        methods[v.name] = s['method']
+    assert methods == {
+        'baseline': '', 'lrm-k256-nms0.7': '',
+        'slrm-k256-nms0.7': 'S-LRM stratified, β 0→1.9 from image 1,440,000 over 720,000',
+        'iou-cls': 'IoU-balanced cls, η 1.5', 'iou-loc': 'IoU-balanced loc, λ 1.5, w_loc 3',
+        'ktruths-k256-nms0.7': 'adaptive K = 16·truths·anchors, ≥ 64',
+        'kshare-k256-nms0.7': 'adaptive K: 0.9 of the loss, ≥ 0', 'soft-k256-nms0.7': 'soft LRM 0.25',
+        'ohem-k256-nms0.7': 'OHEM, 3 backgrounds per foreground'}
+    variants, note = ex.grid_variants('mining', [], tmp_path, 12)
+    assert variants[2].name == 'slrm-k256-nms0.7' and 'paper' in note and '12 training images' in note
+
+
+def test_mining_options_fail_before_training(tmp_path):
+    write_inputs(tmp_path)
+    argv, out = _argv(tmp_path, '--variant', 'bad:lrm.hard_examples=4,lrm.soft=2')
+    with pytest.raises(SystemExit, match='soft'):
+        ex.main(argv)
+    assert not (out / 'runs').exists()
 
 
 def test_parse_variant():
@@ -221,3 +300,24 @@ def test_aggregate_pairs_seeds_and_counts_diverged_runs():
     rows = _table_rows(ex.markdown_table([base, lrm, l1], 'MobileNet'))
     assert rows['l1']['mAP'] == '30.00 (1 of 2 diverged)' and rows['lrm']['Δ vs Loss2'] == '+4.00 ± 2.83'
     assert rows['lrm']['Backbone'] == 'MobileNet' and rows['l1']['Loss'] == 'Loss1'
+    assert 'Method' not in rows['lrm']  # records stored before the Method existed, and the paper's rows: no column
+
+
+def test_mining_table_has_method_and_improvement_columns():
+    variants = [ex.Variant(n, ()) for n in ('baseline', 'lrm', 'slrm', 'iou-cls')]
+    records = [_record('baseline', 0, .50), _record('baseline', 1, .40), _record('lrm', 0, .56, k=256),
+               _record('lrm', 1, .42, k=256), _record('slrm', 0, .60, k=256), _record('slrm', 1, .47, k=256),
+               _record('iou-cls', 0, .46), _record('iou-cls', 1, .40)]
+    for r in records:
+        r['settings']['method'] = {'slrm': 'S-LRM stratified', 'iou-cls': 'IoU-balanced cls, η 1.5'}.get(
+            r['variant'], '')
+    rows = ex.aggregate(variants, records)
+    assert rows[0]['baseline'] == 'baseline' and [r['baseline'] for r in rows] == ['baseline'] * 4
+    md = ex.markdown_table(rows, 'Tiny Darknet')
+    head = [c.strip() for c in md.splitlines()[0].strip('|').split('|')]
+    assert head[:3] == ['Variant', 'Method', 'Detector'] and head[-4:] == ['mAP', 'Δ vs Loss2', 'a', 'b']
+    assert md.splitlines()[1] == '|' + '|'.join(['---'] * 10 + ['---:'] * 4) + '|'
+    table = _table_rows(md)
+    assert [table[v.name]['Method'] for v in variants] == ['-', 'LRM', 'S-LRM stratified', 'IoU-balanced cls, η 1.5']
+    assert table['slrm']['Δ vs Loss2'] == '+8.50 ± 2.12' and table['iou-cls']['Δ vs Loss2'] == '-2.00 ± 2.83'
+    assert table['iou-cls']['LRM'] == '✗' and table['slrm']['Hard examples'] == '256'

@@ -322,3 +322,19 @@ def test_cli_overrides_and_resume_rules(tmp_path):
         cli.parse_args(['--resume', 'runs/train/exp', '--lr', '0.1'])
     assert cli.parse_args(['--resume', '--workers', '2']).resume == ''
     assert cli.parse_args(['a.cfg', 'b.data', '--amp']).amp == 'bf16'
+
+
+def test_backup_option_moves_or_drops_darknet_backups(tmp_path, demo):
+    """--backup DIR: Darknet's backups go there instead of the data's backup= folder; 'none' (''): nowhere, the run's
+    own weights/last.weights stays."""
+    sys.path.insert(0, str(ROOT))
+    import train as cli
+    assert cli.parse_args(['a.cfg', 'b.data']).backup is None
+    assert cli.parse_args(['a.cfg', 'b.data', '--backup', 'none']).backup == ''
+    assert cli.parse_args(['a.cfg', 'b.data', '--backup', 'bk']).backup == 'bk'
+    cfg = write(tmp_path, 'tiny.cfg', tiny_cfg(64, batch=4, subdivisions=1, max_batches=1))
+    data = data_file(tmp_path, demo, train_images=4)
+    train(run_args(tmp_path, cfg, data, backup=str(tmp_path / 'bk')))
+    assert sorted(p.name for p in (tmp_path / 'bk').iterdir()) == ['tiny.backup', 'tiny_final.weights']
+    result = train(run_args(tmp_path, cfg, data, backup=''))
+    assert not (tmp_path / 'backup').exists() and (result.run_dir / 'weights' / 'last.weights').is_file()

@@ -5,13 +5,15 @@ Inputs are widths/heights normalised to the network input; anchors come out in g
 the unit of a `[region]` `anchors=` line.
 
 Readers (on top of `yolo_lrm.data`'s parsers): Darknet label files (a folder of `.txt`, or a list of image or label
-paths) and KITTI `label_2` folders.
+paths) and KITTI `label_2` folders.  Relative entries of a list are taken from the list file's folder, as the training
+dataset does (`yolo_lrm.data.resolve_list`), whatever the working directory.
 KITTI labels are in pixels and carry no image size: we assume 1242x375, the size of most KITTI frames (a few
 sequences are 1224x370, 1238x374 or 1241x376, an error below 1.5% in a box's normalised size).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -19,6 +21,7 @@ import numpy as np
 
 from .data.kitti import KITTI_CLASSES, kitti_class_map, parse_kitti_label
 from .data.labels import label_path, parse_label_text
+from .data.scan import DatasetError, read_list, resolve_list
 
 KITTI_IMAGE_SIZE = (1242, 375)
 
@@ -130,22 +133,32 @@ def read_kitti(label_dir: str | Path, image_size: tuple[int, int] = KITTI_IMAGE_
 
 
 def _label_files(source: Path) -> list[Path]:
+    """Label files of a folder, or of a list file by the training dataset's rules (see `scan_dataset`)."""
     if source.is_dir():
         return sorted(source.glob('*.txt'))
-    lines = [ln.strip() for ln in source.read_text().splitlines() if ln.strip()]
-    return [Path(ln if ln.endswith('.txt') else label_path(ln)) for ln in lines]
+    entries = read_list(str(source))
+    images = resolve_list(source)   # relative entries from the list file's folder, whatever the working directory
+    # Darknet's label rule is applied to the entry as written, then resolved from the same folder (as `scan_dataset`
+    # does): applied to the resolved path it would also rewrite an 'images' or 'raw' in the list's own folder path.
+    base = os.path.dirname(os.path.abspath(source))
+    return [Path(image if entry.endswith('.txt') else os.path.normpath(os.path.join(base, label_path(entry))))
+            for entry, image in zip(entries, images)]
 
 
 def read_darknet_labels(source: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Darknet label files (`class cx cy w h`, normalised) → (class ids (N,), (w, h) (N, 2)).
 
-    `source` is a folder of `.txt` files or a list file of image paths (Darknet's `train=` list) or label paths.
+    `source` is a folder of `.txt` files or a list file of image paths (Darknet's `train=` list) or label paths;
+    relative entries are taken from the list file's folder, image entries map to labels by Darknet's rule, both
+    exactly as the training dataset does.
     """
     source = Path(source)
     try:
         files = _label_files(source)
     except OSError as exc:
         raise LabelError(f'{source}: {exc.strerror}') from None
+    except DatasetError as exc:    # the list file cannot be read (the message names it)
+        raise LabelError(str(exc)) from None
     if not files:
         raise LabelError(f'{source}: no label files')
     classes, sizes = [], []

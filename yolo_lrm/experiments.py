@@ -1,6 +1,6 @@
 """The paper's comparison tables with one command: a grid of training runs, each evaluated, then tables and plots.
 
-    python -m yolo_lrm.experiments --cfg CFG --data DATA [--grid lrm|loss|custom] [--variant NAME:KEY=V,KEY=V ...]
+    python -m yolo_lrm.experiments --cfg CFG --data DATA [--grid lrm|loss|mining|custom] [--variant NAME:KEY=V,...]
                                    [--set KEY=V ...] [--seeds 0 1 2] [--budget demo|bccd|paper|FILE.json]
                                    [--out DIR] [--device D] [--workers N] [--metric voc07|area|kitti|kitti-voc]
 
@@ -8,6 +8,19 @@ Grids (each variant is a list of cfg overrides on top of the budget's and `--set
   lrm     Tables II/III: the baseline (Loss2, no LRM) and hard examples K in {64, 128, 256} x NMS in {none, .5, .7}.
   loss    Table IV: Loss2, Loss1, Loss1 + focal loss, Loss2 + LRM with the best K/NMS of a finished lrm grid in the
           same `--out` (else the paper's VOC best, K=256 / NMS .7; the table says which).
+  mining  the mining options beyond the paper (keys in mining.py and loss.py), each added to that same LRM row
+          (`lrm-kK-nmsT`), except the IoU-balanced losses, added to the baseline:
+            baseline, lrm-kK-nmsT      Loss2; Loss2 + LRM as in the loss grid
+            slrm-kK-nmsT               S-LRM: select=stratified, β ramped linearly from 0 to S-OHEM's 1.9 (VOC)
+                                       from half of a run's training images to three quarters (the paper: from
+                                       40k of 80k iterations, once the loss is stable); with --epochs, where a run's
+                                       length is not known beforehand, from image 1,440,000 over 720,000 (the same
+                                       fractions of the paper budget, 45k x 64)
+            iou-cls, iou-loc           IoU-balanced classification (eta 1.5) / localisation (lambda 1.5, w_loc 3)
+            ktruths-kK-nmsT            adaptive K = 16 x truths x anchors per image, at least K/4, at most K
+            kshare-kK-nmsT             adaptive K: the hard examples carrying 0.9 of the image's loss, at most K
+            soft-kK-nmsT               soft LRM: the other predictions keep 0.25 of their loss
+            ohem-kK-nmsT               SSD-style: every foreground + 3 hard backgrounds per foreground, at most K
   custom  only the `--variant`s (which may also be added to the other grids).
 
 Every run goes through the normal trainer with the same budget and seed (seed = initial weights, data order and
@@ -16,12 +29,15 @@ augmentation, so the variants of one seed see the same images in the same order)
 A run lives in `OUT/runs/<variant>-s<seed>/` and is finished when its result file `experiment.json` exists; a run
 with `weights/last.pt` but no result continues with the trainer's `--resume`, so an interrupted grid is resumed by
 repeating the command.  Runs are shared between grids in one `--out` (the baseline of the lrm grid is the Loss2 row
-of the loss grid), and a stored run whose settings differ from the requested ones is an error, never reused.
+of the loss and mining grids), and a stored run whose settings differ from the requested ones is an error, never
+reused.  Grid runs write no Darknet backups outside their run folder (TrainArgs.backup = ''; each run keeps its
+`weights/last.weights`): the variants of one cfg would overwrite each other's in the data's `backup=` folder.
 
 Outputs in OUT, per grid G: `G.md` (the table: mean +- sample std over seeds, the improvement over the Loss2
-baseline as in Table IV, paired by seed), `G.json` (every run and every aggregate), `G-runs.csv`, `G-summary.csv`
-and `G-map-vs-k.png` (Figs. 5/6: mAP against K, one line per NMS threshold, the baseline as a horizontal line;
-needs matplotlib).  AP values are fractions in the JSON and percentages in the tables and CSV files.
+baseline as in Table IV, paired by seed; a Method column names the options beyond the paper when a row has one),
+`G.json` (every run and every aggregate), `G-runs.csv`, `G-summary.csv` and `G-map-vs-k.png` (Figs. 5/6: mAP
+against K, one line per NMS threshold, the baseline as a horizontal line; needs matplotlib).  AP values are
+fractions in the JSON and percentages in the tables and CSV files.
 """
 from __future__ import annotations
 
@@ -44,20 +60,25 @@ from typing import Any, Sequence
 
 import torch
 
-from .cfg import CfgError, parse_cfg, parse_data
+from .cfg import CfgError, Section, parse_cfg, parse_data
 from .checkpoint import atomic_write
 from .evaluate import METRICS
+from .loss import RegionLoss
 from .trainer import NonFiniteLoss, TrainArgs, cfg_overrides, train
 
 RESULT_FILE = 'experiment.json'
-GRIDS = ('lrm', 'loss', 'custom')
+GRIDS = ('lrm', 'loss', 'mining', 'custom')
 HARD_EXAMPLES = (64, 128, 256)
 NMS_THRESHOLDS = (None, 0.5, 0.7)          # None: no NMS on the loss ranking (lrm.nms=1)
 PAPER_BEST = (256, 0.7)                    # Table III (VOC): the best K / NMS of the paper
-# TrainArgs fields that make two runs the same experiment (paths compared by file name: an OUT may be moved)
+SLRM_BETA = 1.9                            # S-OHEM's target β on VOC07 (2.3 on KITTI)
+SLRM_SCHEDULE = (0.5, 0.25)                # β ramps from 0 after this share of a run's images, over this share
+SLRM_FIXED = (1_440_000, 720_000)          # the same shares of the paper budget (45k x 64), for runs of unknown length
+# TrainArgs fields that make two runs the same experiment (paths compared by file name: an OUT may be moved); not
+# where Darknet backups go (`backup`), which changes no result
 _IDENTITY = ('cfg', 'data', 'weights', 'clear', 'set', 'seed', 'batch', 'subdivisions', 'max_batches', 'epochs',
              'lr', 'img_size', 'augment', 'eval_metric')
-_NOT_IN_BUDGET = ('cfg', 'data', 'resume', 'project', 'name', 'exist_ok', 'seed', 'device')
+_NOT_IN_BUDGET = ('cfg', 'data', 'resume', 'project', 'name', 'exist_ok', 'seed', 'device', 'backup')
 _NAME = re.compile(r'[A-Za-z0-9][A-Za-z0-9._+-]*$')
 
 
@@ -157,6 +178,31 @@ def loss_grid(best: tuple[int, float | None]) -> list[Variant]:
             Variant('loss1-focal', (*_loss('loss1', 1), 'lrm.hard_examples=0')), lrm_variant(*best)]
 
 
+def mining_grid(best: tuple[int, float | None], images: int | None) -> list[Variant]:
+    """The mining options (module docstring), each on top of Loss2 + LRM(best), the IoU-balanced losses on top of the
+    baseline; `images`: a run's training images (the S-LRM schedule is a share of them), None when not known."""
+    lrm, k = lrm_variant(*best), best[0]
+    start, ramp = slrm_schedule(images)
+
+    def on_lrm(prefix: str, *keys: str) -> Variant:
+        return Variant(lrm.name.replace('lrm', prefix, 1), (*lrm.overrides, *keys))
+    return [BASELINE, lrm,
+            on_lrm('slrm', 'lrm.select=stratified', f'lrm.select_beta={SLRM_BETA:g}', f'lrm.beta_start={start}',
+                   f'lrm.beta_ramp={ramp}'),
+            Variant('iou-cls', (*BASELINE.overrides, 'region.iou_balanced_cls=1', 'region.eta=1.5')),
+            Variant('iou-loc', (*BASELINE.overrides, 'region.iou_balanced_loc=1', 'region.lambda=1.5',
+                                'region.w_loc=3')),
+            on_lrm('ktruths', 'lrm.k_mode=truths', 'lrm.k_per_truth=16', f'lrm.k_min={k // 4}'),
+            on_lrm('kshare', 'lrm.k_mode=loss_share', 'lrm.loss_share=0.9'),
+            on_lrm('soft', 'lrm.soft=0.25'),
+            on_lrm('ohem', 'lrm.mode=ohem', 'lrm.neg_pos_ratio=3')]
+
+
+def slrm_schedule(images: int | None) -> tuple[int, int]:
+    """S-LRM's (beta_start, beta_ramp) in training images: shares of a run's `images`, fixed when that is unknown."""
+    return SLRM_FIXED if images is None else (round(SLRM_SCHEDULE[0] * images), round(SLRM_SCHEDULE[1] * images))
+
+
 def parse_variant(text: str) -> Variant:
     """`NAME:section.key=value,section.key=value` (a bare NAME means the cfg as it is)."""
     name, _, rest = text.partition(':')
@@ -175,8 +221,8 @@ def best_lrm_setting(out: Path) -> tuple[tuple[int, float | None], str]:
     path = out / 'lrm.json'
     if path.is_file():
         summary = json.loads(path.read_text())
-        rows = [r for r in summary['aggregate'] if r['settings']['lrm'] and r['settings']['loss'] == 'loss2'
-                and not r['settings']['focal'] and r['map_mean'] is not None]
+        rows = [r for r in summary['aggregate'] if r['settings']['lrm'] and _plain(r['settings'])
+                and r['map_mean'] is not None]
         if summary.get('complete') and rows:
             best = max(rows, key=lambda r: r['map_mean'])
             s = best['settings']
@@ -187,14 +233,20 @@ def best_lrm_setting(out: Path) -> tuple[tuple[int, float | None], str]:
     return PAPER_BEST, f'K={k}, NMS {t}: the paper\'s best on VOC (Table III); no finished lrm grid in this --out'
 
 
-def grid_variants(grid: str, extra: Sequence[Variant], out: Path) -> tuple[list[Variant], str]:
-    """The variants of a grid plus `extra`, and a note on how the loss grid chose its LRM setting."""
+def grid_variants(grid: str, extra: Sequence[Variant], out: Path, images: int | None = None
+                  ) -> tuple[list[Variant], str]:
+    """The variants of a grid plus `extra`, and a note on how the loss and mining grids chose their LRM setting (and
+    the mining grid its S-LRM schedule); `images`: a run's training images, if known."""
     note = ''
     if grid == 'lrm':
         variants = lrm_grid()
-    elif grid == 'loss':
+    elif grid in ('loss', 'mining'):
         best, note = best_lrm_setting(out)
-        variants = loss_grid(best)
+        variants = loss_grid(best) if grid == 'loss' else mining_grid(best, images)
+        if grid == 'mining':
+            note += ('; every mining row but iou-cls/iou-loc adds its option to this LRM row; S-LRM\'s schedule: '
+                     + (f'shares of a run\'s {images:,} training images' if images else 'fixed (with --epochs a '
+                        'run\'s length is not known beforehand)'))
     else:
         if not extra:
             raise ExperimentError('--grid custom needs at least one --variant NAME:KEY=V,...')
@@ -224,12 +276,13 @@ class RunSpec:
 def make_spec(variant: Variant, seed: int, budget: Budget, user_set: Sequence[str], cfg: str, data: str,
               out: Path, metric: str, options: dict[str, Any]) -> RunSpec:
     """The TrainArgs of one run: the budget's options, then `options` (command line: device, workers, weights,
-    clear); cfg overrides: the budget's, then `--set`, then the variant's (the variant wins)."""
+    clear); cfg overrides: the budget's, then `--set`, then the variant's (the variant wins).  No Darknet backups
+    outside the run folder: the runs of one cfg would overwrite each other's in the data's `backup=`."""
     train_opts = {**{k: v for k, v in budget.train.items() if k != 'set'}, **options}
     args = TrainArgs(cfg=os.path.abspath(cfg), data=os.path.abspath(data), seed=seed,
                      set=[*budget.train.get('set', []), *user_set, *variant.overrides],
                      project=str(out / 'runs'), name=f'{variant.name}-s{seed}', exist_ok=True,
-                     eval_metric=metric, **train_opts)
+                     eval_metric=metric, backup='', **train_opts)
     return RunSpec(variant, seed, args, metric)
 
 
@@ -243,12 +296,43 @@ def cli_options(opts: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def run_images(args: TrainArgs) -> int | None:
+    """Training images of a run (max_batches x batch of its resolved cfg); None with --epochs (the data decides)."""
+    net = parse_cfg(args.cfg, cfg_overrides(args)).net
+    return None if args.epochs is not None or net['max_batches'] <= 0 else net['max_batches'] * net['batch']
+
+
 def settings_of(args: TrainArgs) -> dict[str, Any]:
     """What the table shows about a run, read from its resolved cfg (so a bad override fails here, before training)."""
     cfg = parse_cfg(args.cfg, cfg_overrides(args))
+    RegionLoss(cfg.region, cfg.lrm)  # the loss's own checks (mining values in range, focal with loss1, ...)
     k, nms = cfg.lrm['hard_examples'], cfg.lrm['nms']
     return {'loss': cfg.region['loss'], 'focal': bool(cfg.region['focal']), 'lrm': k > 0,
-            'hard_examples': k if k > 0 else None, 'nms': nms if k > 0 and nms < 1 else None}
+            'hard_examples': k if k > 0 else None, 'nms': nms if k > 0 and nms < 1 else None,
+            'method': method_of(cfg.region, cfg.lrm)}
+
+
+def method_of(region: Section, lrm: Section) -> str:
+    """The Method column: the options beyond the paper that a resolved cfg switches on, in words ('' when none)."""
+    parts = []
+    if region['iou_balanced_cls']:
+        parts.append(f"IoU-balanced cls, η {region['eta']:g}")
+    if region['iou_balanced_loc']:
+        parts.append(f"IoU-balanced loc, λ {region['lambda']:g}, w_loc {region['w_loc']:g}")
+    if lrm['hard_examples'] > 0:
+        if lrm['mode'] == 'ohem':
+            parts.append(f"OHEM, {lrm['neg_pos_ratio']:g} backgrounds per foreground")
+        if lrm['select'] != 'loss':
+            target = f"β 0→{lrm['select_beta']:g}" if lrm['select'] == 'stratified' else \
+                f"cls share 1→{lrm['strata_cls_share']:g}"
+            parts.append(f"S-LRM {lrm['select']}, {target} from image {lrm['beta_start']:,} over {lrm['beta_ramp']:,}")
+        if lrm['k_mode'] == 'truths':
+            parts.append(f"adaptive K = {lrm['k_per_truth']:g}·truths·anchors, ≥ {lrm['k_min']}")
+        elif lrm['k_mode'] == 'loss_share':
+            parts.append(f"adaptive K: {lrm['loss_share']:g} of the loss, ≥ {lrm['k_min']}")
+        if lrm['soft']:
+            parts.append(f"soft LRM {lrm['soft']:g}" + (f", decay {lrm['soft_decay']:g}" if lrm['soft_decay'] else ''))
+    return '; '.join(parts)
 
 
 def _identity(args: dict[str, Any]) -> dict[str, Any]:
@@ -373,8 +457,12 @@ def aggregate(variants: Sequence[Variant], records: Sequence[dict[str, Any]]) ->
 
 
 def _is_baseline(record: dict[str, Any]) -> bool:
-    s = record['settings']
-    return s['loss'] == 'loss2' and not s['focal'] and not s['lrm']
+    return _plain(record['settings']) and not record['settings']['lrm']
+
+
+def _plain(settings: dict[str, Any]) -> bool:
+    """Loss2 without focal loss or any option beyond the paper (the baseline, or LRM when `lrm`)."""
+    return settings['loss'] == 'loss2' and not settings['focal'] and not settings.get('method')
 
 
 # ------------------------------------------------------------------------------------------------- reports
@@ -409,17 +497,20 @@ def _nms_text(nms: float | None) -> str:
 
 
 def markdown_table(rows: Sequence[dict[str, Any]], backbone: str) -> str:
-    """The paper's layout (Tables II-IV in one): settings, mAP, improvement over Loss2, per-class AP, in percent."""
+    """The paper's layout (Tables II-IV in one): settings, mAP, improvement over Loss2, per-class AP, in percent;
+    a Method column (LRM, or the options beyond the paper) when some row uses such an option."""
     classes = list(rows[0]['per_class_mean']) if rows else []
-    head = ['Variant', 'Detector', 'Backbone', 'Loss', 'FL', 'LRM', 'Hard examples', 'NMS', 'Seeds', 'mAP',
+    method = ['Method'] if any(r['settings'].get('method') for r in rows) else []
+    head = ['Variant', *method, 'Detector', 'Backbone', 'Loss', 'FL', 'LRM', 'Hard examples', 'NMS', 'Seeds', 'mAP',
             'Δ vs Loss2', *classes]
-    lines = ['| ' + ' | '.join(head) + ' |', '|' + '|'.join(['---'] * 9 + ['---:'] * (2 + len(classes))) + '|']
+    lines = ['| ' + ' | '.join(head) + ' |',
+             '|' + '|'.join(['---'] * (9 + len(method)) + ['---:'] * (2 + len(classes))) + '|']
     for r in rows:
         s = r['settings']
-        cells = [r['variant'], 'YOLOv2', backbone, s['loss'].capitalize(), '✓' if s['focal'] else '✗',
-                 '✓' if s['lrm'] else '✗', str(s['hard_examples']) if s['lrm'] else '-',
-                 _nms_text(s['nms']) if s['lrm'] else '-', str(len(r['seeds'])), _map_cell(r),
-                 _pct(r['delta_mean'], r['delta_std'], sign=True),
+        cells = [r['variant'], *[s.get('method') or ('LRM' if s['lrm'] else '-') for _ in method], 'YOLOv2',
+                 backbone, s['loss'].capitalize(), '✓' if s['focal'] else '✗', '✓' if s['lrm'] else '✗',
+                 str(s['hard_examples']) if s['lrm'] else '-', _nms_text(s['nms']) if s['lrm'] else '-',
+                 str(len(r['seeds'])), _map_cell(r), _pct(r['delta_mean'], r['delta_std'], sign=True),
                  *(_pct(r['per_class_mean'][c]) for c in classes)]
         lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
@@ -427,20 +518,20 @@ def markdown_table(rows: Sequence[dict[str, Any]], backbone: str) -> str:
 
 def write_csvs(out: Path, grid: str, records: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]]) -> None:
     """`G-runs.csv` (one line per run) and `G-summary.csv` (one per variant), AP in percent."""
-    keys = ('loss', 'focal', 'lrm', 'hard_examples', 'nms')
+    keys = ('loss', 'focal', 'lrm', 'hard_examples', 'nms', 'method')  # method: absent from runs stored before it
     classes = list(records[0]['per_class']) if records else []
     with open(out / f'{grid}-runs.csv', 'w', newline='') as f:
         w = csv.writer(f)
         w.writerow(['variant', 'seed', *keys, 'updates', 'train_s', 'mAP', *classes])
         for r in records:
-            w.writerow([r['variant'], r['seed'], *(_cell(r['settings'][k]) for k in keys), _cell(r['updates']),
+            w.writerow([r['variant'], r['seed'], *(_cell(r['settings'].get(k)) for k in keys), _cell(r['updates']),
                         _cell(r['train_s']), _cell(r['map'], 100), *(_cell(r['per_class'][c], 100) for c in classes)])
     with open(out / f'{grid}-summary.csv', 'w', newline='') as f:
         w = csv.writer(f)
         w.writerow(['variant', *keys, 'seeds', 'diverged', 'mAP_mean', 'mAP_std', 'delta_mean', 'delta_std',
                     *(f'{c}_{m}' for c in classes for m in ('mean', 'std'))])
         for r in rows:
-            w.writerow([r['variant'], *(_cell(r['settings'][k]) for k in keys), len(r['seeds']), r['diverged'],
+            w.writerow([r['variant'], *(_cell(r['settings'].get(k)) for k in keys), len(r['seeds']), r['diverged'],
                         *(_cell(r[k], 100) for k in ('map_mean', 'map_std', 'delta_mean', 'delta_std')),
                         *(_cell(r[f'per_class_{m}'][c], 100) for c in classes for m in ('mean', 'std'))])
 
@@ -459,7 +550,7 @@ def plot_map_vs_k(rows: Sequence[dict[str, Any]], path: Path, title: str) -> str
     lines: dict[float | None, list[tuple[int, float, float]]] = {}
     for r in rows:
         s = r['settings']
-        if s['lrm'] and s['loss'] == 'loss2' and not s['focal'] and r['map_mean'] is not None:
+        if s['lrm'] and _plain(s) and r['map_mean'] is not None:
             lines.setdefault(s['nms'], []).append((s['hard_examples'], r['map_mean'], r['map_std'] or 0.0))
     if not lines:
         return None
@@ -543,10 +634,11 @@ def run_grid(opts: argparse.Namespace, log=print) -> dict[str, Any]:
     out = Path(opts.out or f'runs/experiments/{Path(opts.cfg).stem}-{Path(opts.data).stem}')
     budget = load_budget(opts.budget)
     metric = opts.metric or budget.metric or default_metric(opts.data)
-    variants, note = grid_variants(opts.grid, [parse_variant(v) for v in opts.variant], out)
+    options = cli_options(opts)
+    images = run_images(make_spec(BASELINE, 0, budget, opts.set, opts.cfg, opts.data, out, metric, options).args)
+    variants, note = grid_variants(opts.grid, [parse_variant(v) for v in opts.variant], out, images)
     if note:
         log(f'Loss2 + LRM: {note}')
-    options = cli_options(opts)
     specs = [make_spec(v, s, budget, opts.set, opts.cfg, opts.data, out, metric, options)
              for v in variants for s in dict.fromkeys(opts.seeds)]
     for spec in specs:  # every override is checked before the first run starts
@@ -590,7 +682,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument('--seeds', nargs='+', type=int, default=[0])
     ap.add_argument('--budget', help=f'{"|".join(BUDGETS)} or a JSON file (default: the cfg\'s own settings)')
     ap.add_argument('--out', help='output folder (default runs/experiments/<cfg>-<data>); share it between the '
-                    'lrm and loss grids of one dataset')
+                    'lrm, loss and mining grids of one dataset')
     ap.add_argument('--weights', help='initial weights of every run: a Darknet .weights (e.g. a pretrained backbone '
                     'such as darknet19_448.conv.23, as the paper starts from ImageNet) or our .pt')
     ap.add_argument('--clear', action='store_true', help='reset the --weights\' seen to 0 (the schedule, burn-in '

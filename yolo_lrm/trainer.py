@@ -12,7 +12,8 @@ weights are never produced or saved.
 
 The run directory (`runs/train/exp`, `exp2`, ...) holds the resolved cfg and data files, `args.json`, `train.log`,
 the dataset scan log, `results.csv`/`results.png` and `weights/{last,best}.pt` + `weights/last.weights`; Darknet
-backups (`<cfg>.backup`, `<cfg>_<n>.weights`, `<cfg>_final.weights`) go to the data file's `backup=` folder.
+backups (`<cfg>.backup`, `<cfg>_<n>.weights`, `<cfg>_final.weights`) go to the data file's `backup=` folder, or to
+`TrainArgs.backup` (`--backup`), or nowhere when that is '' (runs sharing one cfg would overwrite each other's there).
 """
 from __future__ import annotations
 
@@ -84,6 +85,7 @@ class TrainArgs:
     eval_batch: int = 8
     patience: int = 0                                  # stop after this many evaluations without a better mAP
     save_interval: int = 100                           # last.pt and Darknet backups every N updates
+    backup: str | None = None                          # Darknet backups folder; None: the data's backup=, '': none
     save_period: int = 0                               # also keep weights/update_<n>.pt every N updates
     cache_dir: str | None = None
 
@@ -196,7 +198,8 @@ class Trainer:
                 raise ValueError('need CFG and DATA (or --resume)')
             # absolute paths: --resume may run from another working directory
             self.args = dataclasses.replace(args, cfg=os.path.abspath(args.cfg), data=os.path.abspath(args.data),
-                                            weights=os.path.abspath(args.weights) if args.weights else None)
+                                            weights=os.path.abspath(args.weights) if args.weights else None,
+                                            backup=os.path.abspath(args.backup) if args.backup else args.backup)
             self.cfg = parse_cfg(args.cfg, cfg_overrides(args))
             self.run_dir = None
         self.data = parse_data(self.args.data)
@@ -575,9 +578,13 @@ class Trainer:
 
     def _darknet_backups(self, final: bool) -> None:
         """Darknet's files in `backup=`: `<cfg>.backup` at every save, `<cfg>_<n>.weights` at n = N, 2N, ... below
-        10N and every 100N after (N = save_interval; Darknet: 100, below 1000, every 10000), `<cfg>_final.weights`."""
+        10N and every 100N after (N = save_interval; Darknet: 100, below 1000, every 10000), `<cfg>_final.weights`;
+        nothing when `--backup` is ''."""
         from .weights import save_darknet_weights
-        folder, k, n = Path(self.data['backup'] or 'backup'), self.update, self.args.save_interval
+        if self.args.backup == '':
+            return
+        folder = Path((self.data['backup'] or 'backup') if self.args.backup is None else self.args.backup)
+        k, n = self.update, self.args.save_interval
         stem = Path(self.args.cfg or 'model.cfg').stem
         folder.mkdir(parents=True, exist_ok=True)
         save_darknet_weights(self.net, folder / f'{stem}.backup')

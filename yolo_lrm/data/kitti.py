@@ -4,6 +4,10 @@ Classes (LRM paper, §IV-A): car, van, truck, tram, pedestrian, cyclist.  Docume
 dropped (DontCare regions are then simply unlabelled); Person_sitting is dropped by default or, with
 `person_sitting='pedestrian'`, labelled as a pedestrian.  Boxes: KITTI's 0-based float pixel edges become
 `cx = (x1 + x2) / 2 / W`, `w = (x2 - x1) / W` (same for y); W, H come from each PNG's header (frames vary).
+A kept box with zero or negative size (`x2 <= x1` or `y2 <= y1`) or no overlap with the image is dropped from the
+labels and from the test XML and reported with its label file (`KittiResult.empty`); a box partly outside the image
+is written unclipped and reported (`KittiResult.outside`; training clips it), as the VOC converter does
+(`yolo_lrm.data.labels.box_issue`).  `label_2_test/` keeps the original files, such boxes included.
 
 Split: a random 9:1 train/test split of the frames with a fixed seed.  For the test frames we also write
 `Annotations/<id>.xml` (VOC style, 1-based integers `int(round(v)) + 1`, see ../shared/docs/evaluation-protocols.md
@@ -22,7 +26,7 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
-from .labels import ImageError, image_size
+from .labels import ImageError, box_issue, box_issue_lines, image_size
 from .layout import (ConvertError, check_label_paths, label_line, link_dir, parallel_map, write_data_file,
                      write_list, write_text)
 
@@ -32,7 +36,7 @@ KITTI_TYPES = ('car', 'van', 'truck', 'pedestrian', 'person_sitting', 'cyclist',
 
 @dataclass
 class KittiObject:
-    """One label_2 line: type (lower case), truncation, occlusion and the 0-based float box."""
+    """One label_2 line: type (lower case), truncation, occlusion, the 0-based float box and its 1-based line."""
     type: str
     truncated: float
     occluded: int
@@ -40,6 +44,7 @@ class KittiObject:
     y1: float
     x2: float
     y2: float
+    line: int = 0
 
 
 @dataclass
@@ -50,6 +55,8 @@ class KittiResult:
     boxes: Counter = field(default_factory=Counter)     # class name -> boxes written
     dropped: Counter = field(default_factory=Counter)   # KITTI type -> objects not written
     errors: list[str] = field(default_factory=list)
+    empty: list[str] = field(default_factory=list)      # zero-size (or no-overlap) boxes dropped: label file:line, box
+    outside: list[str] = field(default_factory=list)    # boxes partly outside the image, written unclipped
     data_file: str = ''
 
     def summary(self) -> str:
@@ -58,7 +65,8 @@ class KittiResult:
                  + ', '.join(f'{k} {self.boxes[k]}' for k in KITTI_CLASSES),
                  'dropped: ' + (', '.join(f'{k} {v}' for k, v in sorted(self.dropped.items())) or 'none'),
                  f'data file: {self.data_file}']
-        return '\n'.join(lines + [f'skipped: {e}' for e in self.errors])
+        lines += box_issue_lines(self.empty, self.outside, self.errors, '')
+        return '\n'.join(lines)
 
 
 def parse_kitti_label(path: str) -> list[KittiObject]:
@@ -80,7 +88,7 @@ def parse_kitti_label(path: str) -> list[KittiObject]:
                 x1, y1, x2, y2 = (float(v) for v in fields[4:8])
             except ValueError:
                 raise ConvertError(f'{where}: fields 2-8 must be numbers: {" ".join(fields[1:8])}') from None
-            objects.append(KittiObject(kind, trunc, occ, x1, y1, x2, y2))
+            objects.append(KittiObject(kind, trunc, occ, x1, y1, x2, y2, lineno))
     return objects
 
 
@@ -107,18 +115,25 @@ def voc_xml(filename: str, w: int, h: int, objects: list[tuple[str, KittiObject]
     return ''.join(parts) + '</annotation>\n'
 
 
-def _convert_frame(job: tuple[str, str, str, bool], out: str, mapping: dict[str, int]) -> tuple[Counter, Counter] | str:
+def _convert_frame(job: tuple[str, str, str, bool], out: str, mapping: dict[str, int]
+                   ) -> tuple[Counter, Counter, list[str], list[str]] | str:
     frame, image, label, is_test = job
     try:
         w, h = image_size(image)
         objects = parse_kitti_label(label)
     except (ConvertError, ImageError, OSError) as exc:
         return str(exc)
-    written, dropped, lines, kept = Counter(), Counter(), [], []
+    written, dropped, lines, kept, empty, outside = Counter(), Counter(), [], [], [], []
     for o in objects:
         if o.type not in mapping:
             dropped[o.type] += 1
             continue
+        issue = box_issue(o.x1, o.y1, o.x2, o.y2, w, h)
+        if issue:
+            (empty if issue == 'empty' else outside).append(
+                f'{label}:{o.line}: {o.type} {o.x1:g} {o.y1:g} {o.x2:g} {o.y2:g} in a {w}x{h} image')
+            if issue == 'empty':
+                continue
         cls = mapping[o.type]
         lines.append(label_line(cls, (o.x1 + o.x2) / 2 / w, (o.y1 + o.y2) / 2 / h, (o.x2 - o.x1) / w,
                                 (o.y2 - o.y1) / h))
@@ -128,7 +143,7 @@ def _convert_frame(job: tuple[str, str, str, bool], out: str, mapping: dict[str,
     if is_test:
         write_text(os.path.join(out, 'Annotations', f'{frame}.xml'), voc_xml(os.path.basename(image), w, h, kept))
         shutil.copyfile(label, os.path.join(out, 'label_2_test', f'{frame}.txt'))
-    return written, dropped
+    return written, dropped, empty, outside
 
 
 def find_kitti(root: Path) -> tuple[Path, Path]:
@@ -178,6 +193,8 @@ def convert_kitti(root: str | os.PathLike, out: str | os.PathLike, seed: int = 0
         ok.add(frame)
         result.boxes.update(outcome[0])
         result.dropped.update(outcome[1])
+        result.empty += outcome[2]
+        result.outside += outcome[3]
     _write_outputs(out, images, [f for f in train if f in ok], [f for f in test if f in ok], result)
     return result
 

@@ -1,4 +1,4 @@
-"""Darknet label files: the image → label path rule, strict parsing, cheap image-size reads and image decoding.
+"""Darknet label files: the image → label path rule, strict parsing, box checks, cheap image-size reads and decoding.
 
 Label path (Darknet `fill_truth_detection`): the first occurrence of `images`, then `JPEGImages`, then `raw` in the
 path is replaced by `labels`, exactly as Darknet does (so `raw` inside a name such as `drawings` is replaced too).
@@ -75,6 +75,34 @@ def parse_label_text(text: str) -> tuple[np.ndarray, np.ndarray, list[tuple[int,
         rows.append(values)
         lines.append(lineno)
     return (np.array(rows, dtype=np.float32).reshape(-1, 5), np.array(lines, dtype=np.int32), bad)
+
+
+def box_issue(x1: float, y1: float, x2: float, y2: float, width: float, height: float) -> str | None:
+    """What is wrong with a box given by its pixel edges (0-based) in a `width` x `height` image, or None.
+
+    'empty': zero or negative width or height, or no overlap with the image (a label of it would be degenerate);
+    'outside': it extends beyond the image (a label of it has an edge outside [0, 1], which training clips).
+    The converters drop 'empty' boxes and report both (`yolo_lrm.data.voc`, `yolo_lrm.data.kitti`).
+    """
+    if not (x2 > x1 and y2 > y1) or min(x2, width) <= max(x1, 0) or min(y2, height) <= max(y1, 0):
+        return 'empty'
+    if x1 < 0 or y1 < 0 or x2 > width or y2 > height:
+        return 'outside'
+    return None
+
+
+def box_issue_lines(empty: list[str], outside: list[str], errors: list[str], outside_note: str) -> list[str]:
+    """The converters' summary lines for skipped files and for `box_issue` findings (counts, then one per item)."""
+    lines = []
+    if empty:
+        lines.append(f'empty boxes dropped (zero size or outside the image): {len(empty)}')
+    if outside:
+        lines.append(f'boxes partly outside the image, written unclipped{outside_note} (training clips them): '
+                     f'{len(outside)}')
+    lines += [f'skipped: {e}' for e in errors]
+    lines += [f'empty box dropped: {e}' for e in empty]
+    lines += [f'box outside the image: {e}' for e in outside]
+    return lines
 
 
 def _jpeg_size(f) -> tuple[int, int] | None:

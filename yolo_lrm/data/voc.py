@@ -11,6 +11,17 @@ Differences from `voc_label.py`: any class list (a names file, or the 20 VOC cla
 names found in the XML); a missing `<difficult>` counts as 0; `--keep-difficult`; images are looked up by id with
 their real extension; the image size comes from the header when the XML has none; with `--out` the original folder
 stays untouched (its `JPEGImages` is linked into the output so that Darknet's label rule finds the new labels).
+
+Boxes (`yolo_lrm.data.labels.box_issue` on the label's edges `(xmin - 1) / W`, `(xmax - 1) / W`, y likewise):
+- empty (`xmax <= xmin` or `ymax <= ymin`, e.g. BCCD's BloodImage_00338 and _00343 with xmin == xmax, or no overlap
+  with the image): `voc_label.py` writes a label with w or h 0 (or negative); we drop it and report it
+  (`VocResult.empty`, one summary line per box with the XML file).  Darknet's loader would drop such a truth anyway
+  (`w < .001 or h < .001`, ../shared/docs/darknet-reference.md §5.3).
+- partly outside the image (`xmin < 1`, `ymin < 1`, `xmax > W + 1` or `ymax > H + 1`, i.e. a label edge outside
+  [0, 1]): written unclipped, exactly as `voc_label.py` writes it (its `convert` does not clip), and reported
+  (`VocResult.outside`).  Darknet clamps the edges to the image when it loads the label (after its jitter, §5.3
+  step 7); our dataset scan clips them when training starts and reports them as `box_clipped`.
+Only boxes that would be written are checked (not skipped difficult or unknown-class objects).
 """
 from __future__ import annotations
 
@@ -21,7 +32,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .labels import IMAGE_EXTENSIONS, image_size
+from .labels import IMAGE_EXTENSIONS, box_issue, box_issue_lines, image_size
 from .layout import (ConvertError, check_label_paths, label_line, link_dir, parallel_map, write_data_file,
                      write_list, write_text)
 
@@ -51,6 +62,8 @@ class VocResult:
     difficult_dropped: int = 0
     unknown: Counter = field(default_factory=Counter)   # class name not in the list -> objects skipped
     errors: list[str] = field(default_factory=list)     # files skipped, with the reason
+    empty: list[str] = field(default_factory=list)      # zero-size (or no-overlap) boxes dropped: XML file and box
+    outside: list[str] = field(default_factory=list)    # boxes partly outside the image, written unclipped
     lists: dict[str, int] = field(default_factory=dict)
     data_file: str = ''
 
@@ -62,7 +75,7 @@ class VocResult:
                  f'data file: {self.data_file}']
         if self.unknown:
             lines.append('objects of other classes skipped: ' + ', '.join(f'{k} {v}' for k, v in self.unknown.items()))
-        lines += [f'skipped: {e}' for e in self.errors]
+        lines += box_issue_lines(self.empty, self.outside, self.errors, ' as voc_label.py does')
         return '\n'.join(lines)
 
 
@@ -210,6 +223,13 @@ def _write_labels(jobs, records, plan, result: VocResult, keep_difficult: bool) 
             elif o.difficult and not keep_difficult:
                 result.difficult_dropped += 1
             else:
+                issue = box_issue(o.xmin - 1, o.ymin - 1, o.xmax - 1, o.ymax - 1, w, h)
+                if issue:
+                    where = f'{xml}: {o.name} xmin {o.xmin:g} ymin {o.ymin:g} xmax {o.xmax:g} ymax {o.ymax:g} ' \
+                            f'in a {w}x{h} image'
+                    (result.empty if issue == 'empty' else result.outside).append(where)
+                    if issue == 'empty':
+                        continue
                 lines.append(label_line(class_id[o.name], *voc_box(w, h, o.xmin, o.ymin, o.xmax, o.ymax)))
         write_text(label_of[xml], ''.join(lines))
         result.images += 1
