@@ -99,52 +99,31 @@ size=3
 
 
 # ------------------------------------------------------------------------------------ errors name file:line
-def test_unknown_key_suggests_the_right_one(tmp_path):
-    text = GOOD.replace('filters=21', 'filter=21')
+# case: (edit of GOOD, text of the line the error must name, what follows "file:line: ", what the message says later)
+CFG_ERRORS = {
+    'unknown key, with a suggestion': (('filters=21', 'filter=21'), 'filter=21', '[convolutional] unknown key',
+                                       "did you mean 'filters'?"),
+    'misspelled section': (('[maxpool]', '[maxpoool]'), '[maxpoool]', 'unknown section [maxpoool]',
+                           "did you mean 'maxpool'?"),
+    'route to a missing layer': (('layers=-1', 'layers=-7'), 'layers=-7', "[route] key 'layers'",
+                                 'refers to layer -7 (absolute -4), which does not exist before layer 3'),
+    'filters must match the region': (('filters=21', 'filters=20'), 'classes=2', '',
+                                      'outputs 20 channels but num=3, classes=2 need (5+classes)*num = 21 filters'),
+    'malformed value': (('size=3', 'size=3x3'), 'size=3x3', "[convolutional] key 'size'",
+                        "cannot parse '3x3' as int"),
+    'missing required key': (('layers=-1\n', ''), '[route]', "[route] missing required key 'layers'", ''),
+    'anchor count must match num': (('anchors=1,1, 2,2, 3,3', 'anchors=1,1, 2,2, 3'), 'anchors=',
+                                    "[region] key 'anchors'", 'num=3 needs 6 anchor values, got 5'),
+}
+
+
+@pytest.mark.parametrize('case', CFG_ERRORS)
+def test_errors_name_file_and_line(tmp_path, case):
+    (old, new), line_text, head, later = CFG_ERRORS[case]
+    text = GOOD.replace(old, new, 1)
     msg = build_error(tmp_path, text)
-    assert msg.startswith(f'{tmp_path / "net.cfg"}:{line_of(text, "filter=21")}: [convolutional] unknown key')
-    assert "did you mean 'filters'?" in msg
-
-
-def test_misspelled_section(tmp_path):
-    text = GOOD.replace('[maxpool]', '[maxpoool]')
-    msg = build_error(tmp_path, text)
-    assert msg.startswith(f'{tmp_path / "net.cfg"}:{line_of(text, "[maxpoool]")}: unknown section [maxpoool]')
-    assert "did you mean 'maxpool'?" in msg
-
-
-def test_route_to_missing_layer(tmp_path):
-    text = GOOD.replace('layers=-1', 'layers=-7')
-    msg = build_error(tmp_path, text)
-    assert msg.startswith(f'{tmp_path / "net.cfg"}:{line_of(text, "layers=-7")}: [route] key \'layers\'')
-    assert 'refers to layer -7 (absolute -4), which does not exist before layer 3' in msg
-
-
-def test_filters_must_match_region(tmp_path):
-    text = GOOD.replace('filters=21', 'filters=20')
-    msg = build_error(tmp_path, text)
-    assert msg.startswith(f'{tmp_path / "net.cfg"}:{line_of(text, "classes=2")}:')
-    assert 'outputs 20 channels but num=3, classes=2 need (5+classes)*num = 21 filters' in msg
-
-
-def test_malformed_value(tmp_path):
-    text = GOOD.replace('size=3', 'size=3x3', 1)
-    msg = build_error(tmp_path, text)
-    assert msg.startswith(f'{tmp_path / "net.cfg"}:{line_of(text, "size=3x3")}: [convolutional] key \'size\'')
-    assert "cannot parse '3x3' as int" in msg
-
-
-def test_missing_required_key(tmp_path):
-    text = GOOD.replace('layers=-1\n', '')
-    msg = build_error(tmp_path, text)
-    assert msg == f"{tmp_path / 'net.cfg'}:{line_of(text, '[route]')}: [route] missing required key 'layers'"
-
-
-def test_anchor_count_must_match_num(tmp_path):
-    text = GOOD.replace('anchors=1,1, 2,2, 3,3', 'anchors=1,1, 2,2, 3')
-    msg = build_error(tmp_path, text)
-    assert msg.startswith(f'{tmp_path / "net.cfg"}:{line_of(text, "anchors=")}: [region] key \'anchors\'')
-    assert 'num=3 needs 6 anchor values, got 5' in msg
+    assert msg.startswith(f'{tmp_path / "net.cfg"}:{line_of(text, line_text)}: {head}'), msg
+    assert later in msg, msg
 
 
 def test_key_before_any_section_and_missing_net(tmp_path):
