@@ -14,7 +14,8 @@ from yolo_lrm import checkpoint
 from yolo_lrm.box import iou_cxcywh, xyxy_to_cxcywh
 from yolo_lrm.cfg import parse_cfg_text
 from yolo_lrm.data.labels import read_image
-from yolo_lrm.detect import Detector, SourceError, darknet_label_lines, increment_dir, main, resolve_source
+from yolo_lrm.detect import Detector, SourceError, darknet_label_lines, main, resolve_source
+from yolo_lrm.runlog import increment_dir
 from yolo_lrm.draw import clip_boxes, palette
 from yolo_lrm.letterbox import letterbox, letterbox_size
 from yolo_lrm.model import Darknet

@@ -172,10 +172,12 @@ def test_stored_runs_made_with_other_settings_are_refused(grid):
         ex.main(argv)
 
 
-def test_bad_override_fails_before_any_training(tmp_path):
+@pytest.mark.parametrize('variant, match', [('typo:lrm.hard_exampels=4', 'hard_exampels'),   # unknown key
+                                            ('bad:lrm.hard_examples=4,lrm.soft=2', 'soft')])  # mining value
+def test_bad_override_fails_before_any_training(tmp_path, variant, match):
     write_inputs(tmp_path)
-    argv, out = _argv(tmp_path, '--variant', 'typo:lrm.hard_exampels=4')
-    with pytest.raises(SystemExit, match='hard_exampels'):
+    argv, out = _argv(tmp_path, '--variant', variant)
+    with pytest.raises(SystemExit, match=match):
         ex.main(argv)
     assert not (out / 'runs').exists()
 
@@ -230,14 +232,6 @@ def test_mining_grid_variants_parse_and_name_their_method(tmp_path):
         'ohem-k256-nms0.7': 'OHEM, 3 backgrounds per foreground'}
     variants, note = ex.grid_variants('mining', [], tmp_path, 12)
     assert variants[2].name == 'slrm-k256-nms0.7' and 'paper' in note and '12 training images' in note
-
-
-def test_mining_options_fail_before_training(tmp_path):
-    write_inputs(tmp_path)
-    argv, out = _argv(tmp_path, '--variant', 'bad:lrm.hard_examples=4,lrm.soft=2')
-    with pytest.raises(SystemExit, match='soft'):
-        ex.main(argv)
-    assert not (out / 'runs').exists()
 
 
 def test_parse_variant():

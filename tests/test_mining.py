@@ -44,11 +44,18 @@ def owner_ious(seed: int = 21) -> dict:
     return {k: _iou(boxes[k].tolist(), t[:4]) for k, t in owners(seed).items()}
 
 
-def lrm_inputs(res):
+def lrm_inputs():
     """(boxes, argmax classes) of the small case, as the criterion gives them to the selection."""
     raw, _ = random_case(21)
     boxes = decode(raw, torch.tensor(ANCHORS)).boxes.view(2, -1, 4)
     return boxes, raw.view(2, 3, 8, 4, 5)[:, :, 5:].argmax(2).view(2, -1)
+
+
+def walk_inputs(res):
+    """(plain per-prediction loss, boxes, classes, pairwise IoU) of the small case: a reference walk's inputs."""
+    _, plain = run()
+    boxes, classes = lrm_inputs()
+    return flat(plain.per_prediction).detach(), boxes, classes, pairwise_iou_cxcywh(boxes, boxes)
 
 
 # ------------------------------------------------------------------------------------------- the selection walk
@@ -167,7 +174,7 @@ def test_stratified_ranks_by_the_scheduled_mix():
             'lrm.beta_ramp=20000')
     g, res = run(*opts)                                      # seen 20000: halfway, β = 1.4
     assert res.stats['lrm_beta'].item() == pytest.approx(1.4) and res.stats['lrm_alpha'].item() == 1
-    boxes, classes = lrm_inputs(res)
+    boxes, classes = lrm_inputs()
     score = flat(res.per_prediction_cls) + 1.4 * flat(res.per_prediction_loc)
     assert torch.equal(flat(res.mask), select_hard_examples(score.detach(), boxes, classes, 3))
     _, lrm = run('lrm.hard_examples=3')
@@ -189,7 +196,7 @@ def test_beta_zero_is_lrm_on_the_cls_part(nms):
     _, no_loc = run('region.coord_scale=0', 'lrm.hard_examples=3', f'lrm.nms={nms}')
     assert not no_loc.per_prediction_loc.any()
     assert torch.equal(res.mask, no_loc.mask)
-    boxes, classes = lrm_inputs(res)
+    boxes, classes = lrm_inputs()
     assert torch.equal(flat(res.mask), select_hard_examples(flat(res.per_prediction_cls).detach(), boxes, classes, 3,
                                                             nms if nms < 1 else None))
     _, lrm = run('lrm.hard_examples=3', f'lrm.nms={nms}')
@@ -211,7 +218,7 @@ def test_strata_shares_against_two_walks(nms):
             'lrm.beta_start=10000', 'lrm.beta_ramp=20000']
     _, res = run(*opts)                                       # halfway: share = 1 - 0.5 * 0.7 = 0.65, K_cls = 6
     assert res.stats['lrm_cls_share'].item() == pytest.approx(0.65)
-    boxes, classes = lrm_inputs(res)
+    boxes, classes = lrm_inputs()
     cls, loc = flat(res.per_prediction_cls).detach(), flat(res.per_prediction_loc).detach()
     iou = pairwise_iou_cxcywh(boxes, boxes)
     for b in range(2):
@@ -243,7 +250,7 @@ def test_k_per_truth_scales_with_each_images_truths():
     _, res = run('lrm.hard_examples=12', 'lrm.k_mode=truths', 'lrm.k_per_truth=0.5', 'lrm.k_min=3',  # to 3), 6
                  truths=truths)
     _, plain = run(truths=truths)
-    boxes, classes = lrm_inputs(res)
+    boxes, classes = lrm_inputs()
     loss = flat(plain.per_prediction).detach()
     for b, k in enumerate((3, 6)):
         assert torch.equal(flat(res.mask)[b], select_hard_examples(loss[b:b + 1], boxes[b:b + 1], classes[b:b + 1],
@@ -256,10 +263,7 @@ def test_k_per_truth_scales_with_each_images_truths():
 @pytest.mark.parametrize('nms', [None, 0.5])
 def test_loss_share_is_the_shortest_walk_reaching_the_share(nms):
     _, res = run('lrm.hard_examples=40', 'lrm.k_mode=loss_share', 'lrm.loss_share=0.6', f'lrm.nms={nms or 1}')
-    _, plain = run()
-    boxes, classes = lrm_inputs(res)
-    loss = flat(plain.per_prediction).detach()
-    iou = pairwise_iou_cxcywh(boxes, boxes)
+    loss, boxes, classes, iou = walk_inputs(res)
     sizes = []
     for b in range(2):
         walk = reference_select(loss[b].tolist(), iou[b].tolist(), classes[b].tolist(), 40, nms)
@@ -316,10 +320,7 @@ def test_soft_decay_by_rank_beyond_k():
 @pytest.mark.parametrize('nms', [None, 0.5])
 def test_ohem_keeps_every_foreground_and_ratio_backgrounds(nms):
     _, res = run('lrm.hard_examples=100', 'lrm.mode=ohem', 'lrm.neg_pos_ratio=3', f'lrm.nms={nms or 1}')
-    _, plain = run()
-    boxes, classes = lrm_inputs(res)
-    loss = flat(plain.per_prediction).detach()
-    iou = pairwise_iou_cxcywh(boxes, boxes)
+    loss, boxes, classes, iou = walk_inputs(res)
     fg = torch.zeros(2, 60, dtype=torch.bool)
     for b, n, j, i in owners():
         fg[b, n * 20 + j * 5 + i] = True

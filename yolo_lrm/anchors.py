@@ -6,7 +6,7 @@ the unit of a `[region]` `anchors=` line.
 
 Readers (on top of `yolo_lrm.data`'s parsers): Darknet label files (a folder of `.txt`, or a list of image or label
 paths) and KITTI `label_2` folders.  Relative entries of a list are taken from the list file's folder, as the training
-dataset does (`yolo_lrm.data.resolve_list`), whatever the working directory.
+dataset does (`yolo_lrm.data.scan.entry_label_path`), whatever the working directory.
 KITTI labels are in pixels and carry no image size: we assume 1242x375, the size of most KITTI frames (a few
 sequences are 1224x370, 1238x374 or 1241x376, an error below 1.5% in a box's normalised size).
 """
@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from .data.kitti import KITTI_CLASSES, kitti_class_map, parse_kitti_label
-from .data.labels import label_path, parse_label_text
-from .data.scan import DatasetError, read_list, resolve_list
+from .data.labels import parse_label_text
+from .data.scan import DatasetError, entry_label_path, read_list
 
 KITTI_IMAGE_SIZE = (1242, 375)
 
@@ -136,13 +136,9 @@ def _label_files(source: Path) -> list[Path]:
     """Label files of a folder, or of a list file by the training dataset's rules (see `scan_dataset`)."""
     if source.is_dir():
         return sorted(source.glob('*.txt'))
-    entries = read_list(str(source))
-    images = resolve_list(source)   # relative entries from the list file's folder, whatever the working directory
-    # Darknet's label rule is applied to the entry as written, then resolved from the same folder (as `scan_dataset`
-    # does): applied to the resolved path it would also rewrite an 'images' or 'raw' in the list's own folder path.
-    base = os.path.dirname(os.path.abspath(source))
-    return [Path(image if entry.endswith('.txt') else os.path.normpath(os.path.join(base, label_path(entry))))
-            for entry, image in zip(entries, images)]
+    base = os.path.dirname(os.path.abspath(source))   # relative entries from the list file's folder, whatever the cwd
+    return [Path(os.path.normpath(os.path.join(base, entry)) if entry.endswith('.txt')
+                 else entry_label_path(base, entry)) for entry in read_list(str(source))]
 
 
 def read_darknet_labels(source: str | Path) -> tuple[np.ndarray, np.ndarray]:

@@ -18,12 +18,11 @@ def xyxy_to_cxcywh(b: torch.Tensor) -> torch.Tensor:
 
 def iou_cxcywh(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Darknet's `box_iou` on broadcastable (..., 4) centre/size boxes (no +1 pixel convention)."""
-    ow = torch.minimum(a[..., 0] + a[..., 2] / 2, b[..., 0] + b[..., 2] / 2) - \
-        torch.maximum(a[..., 0] - a[..., 2] / 2, b[..., 0] - b[..., 2] / 2)
-    oh = torch.minimum(a[..., 1] + a[..., 3] / 2, b[..., 1] + b[..., 3] / 2) - \
-        torch.maximum(a[..., 1] - a[..., 3] / 2, b[..., 1] - b[..., 3] / 2)
-    inter = ow.clamp(min=0) * oh.clamp(min=0)
-    union = a[..., 2] * a[..., 3] + b[..., 2] * b[..., 3] - inter
+    ax1, ay1, ax2, ay2, a_area = _edges_area(a)
+    bx1, by1, bx2, by2, b_area = _edges_area(b)
+    inter = (torch.minimum(ax2, bx2) - torch.maximum(ax1, bx1)).clamp(min=0) * \
+        (torch.minimum(ay2, by2) - torch.maximum(ay1, by1)).clamp(min=0)
+    union = a_area + b_area - inter
     return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter))
 
 
@@ -42,7 +41,7 @@ def pairwise_iou_cxcywh(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _edges_area(b: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """x1, y1, x2, y2 and area of (..., 4) centre/size boxes, as `iou_cxcywh` computes them."""
+    """x1, y1, x2, y2 and area of (..., 4) centre/size boxes: the edges both IoU functions compare."""
     cx, cy, w, h = b.unbind(-1)
     return cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, w * h
 

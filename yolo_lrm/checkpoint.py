@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from .cfg import CfgError, parse_cfg, parse_cfg_text
+from .cfg import CfgError, apply_overrides, parse_cfg, parse_cfg_text
 from .model import Darknet
 
 
@@ -62,6 +62,15 @@ def model_checkpoint(net: Darknet, names: list[str] | None, **extra: Any) -> dic
     return {'cfg_text': net.cfg.to_text(), 'names': names, 'model': net.state_dict(), 'seen': int(net.seen), **extra}
 
 
+def load_weights(net: Darknet, ckpt: dict[str, Any], what: str) -> None:
+    """Load a checkpoint's weights and `seen` into `net`; a mismatch raises ValueError(`what: <torch's reason>`)."""
+    try:
+        net.load_state_dict(ckpt['model'])
+    except RuntimeError as exc:
+        raise ValueError(f'{what}: {exc}') from None
+    net.seen = int(ckpt.get('seen', 0))
+
+
 def load_model(weights: str | os.PathLike, cfg: str | os.PathLike | None = None, overrides: list[str] | None = None,
                device: str | torch.device = 'cpu') -> tuple[Darknet, list[str] | None]:
     """Build and load a network from our `.pt` (carries its cfg and names; `cfg` optional) or a Darknet `.weights`
@@ -71,14 +80,9 @@ def load_model(weights: str | os.PathLike, cfg: str | os.PathLike | None = None,
         ckpt = load_checkpoint(weights)
         net_cfg = parse_cfg(cfg, overrides) if cfg else parse_cfg_text(ckpt['cfg_text'], f'{weights} (embedded cfg)')
         if cfg is None and overrides:
-            from .cfg import apply_overrides
             apply_overrides(net_cfg, overrides)
         net = Darknet(net_cfg)
-        try:
-            net.load_state_dict(ckpt['model'])
-        except RuntimeError as exc:
-            raise ValueError(f'{weights}: weights do not fit the cfg {cfg or "(embedded)"}: {exc}') from None
-        net.seen = int(ckpt.get('seen', 0))
+        load_weights(net, ckpt, f'{weights}: weights do not fit the cfg {cfg or "(embedded)"}')
         names = ckpt.get('names')
     else:
         if cfg is None:

@@ -31,6 +31,7 @@ from .evaluate import kitti_lines
 from .head import detect
 from .letterbox import letterbox, unletterbox
 from .model import Darknet
+from .runlog import increment_dir
 
 IMAGE_EXTS = {'.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm', '.pbm', '.jp2'}
 VIDEO_EXTS = {'.avi', '.mp4', '.mkv', '.mov', '.m4v', '.mpg', '.mpeg', '.wmv', '.webm', '.flv', '.ts', '.3gp'}
@@ -296,18 +297,6 @@ def synchronize(device: torch.device) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------- outputs
-def increment_dir(path: str | os.PathLike, exist_ok: bool = False) -> Path:
-    """`runs/detect/exp`, then `exp2`, `exp3`, ... (the first that does not exist), created."""
-    path = Path(path)
-    if not exist_ok and path.exists():
-        n = 2
-        while (path.parent / f'{path.name}{n}').exists():
-            n += 1
-        path = path.parent / f'{path.name}{n}'
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def darknet_label_lines(dets: np.ndarray, im_w: int, im_h: int, with_score: bool) -> list[str]:
     """Darknet label rows `class cx cy w h [score]`, normalised to the image, from clipped pixel boxes."""
     cx, cy = (dets[:, 0] + dets[:, 2]) / 2 / im_w, (dets[:, 1] + dets[:, 3]) / 2 / im_h
@@ -357,10 +346,10 @@ class ResultWriter:
         h, w = frame.rgb.shape[:2]
         dets = clip_boxes(raw, w, h)
         if self.opts.save_txt:
-            self._text('labels', name, darknet_label_lines(dets, w, h, self.opts.save_conf))
+            rows = darknet_label_lines(dets, w, h, self.opts.save_conf)
+            self._text('labels', name, ''.join(ln + '\n' for ln in rows))
         if self.opts.save_kitti:  # evaluation's writer: the same file `evaluate.py --metric kitti` scores
-            (self.dir / 'kitti').mkdir(exist_ok=True)
-            (self.dir / 'kitti' / f'{name}.txt').write_text(kitti_lines(raw, w, h, self.names))
+            self._text('kitti', name, kitti_lines(raw, w, h, self.names))
         if self.opts.save_json:
             self.records.append(json_record(frame, dets, self.names))
         if not (self.opts.save_images or self.view):
@@ -404,10 +393,10 @@ class ResultWriter:
             self.stems[source] = stem
         return self.stems[source]
 
-    def _text(self, folder: str, name: str, lines: list[str]) -> None:
+    def _text(self, folder: str, name: str, text: str) -> None:
         out = self.dir / folder
         out.mkdir(exist_ok=True)
-        (out / f'{name}.txt').write_text(''.join(line + '\n' for line in lines))
+        (out / f'{name}.txt').write_text(text)
 
     def _video(self, stem: str, frame: Frame, canvas: np.ndarray) -> cv2.VideoWriter:
         if stem not in self.videos:

@@ -45,9 +45,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from .cfg import CfgError, DataCfg, parse_data
-from .data import LetterboxImages, collate_images, label_path, resolve_list
+from .data import LetterboxImages, collate_images, resolve_list
 from .data.labels import parse_label_text
-from .data.scan import read_list
+from .data.scan import entry_label_path, read_list
 from .head import detect
 from .kitti_eval import MIN_OVERLAP, KittiClass, evaluate_kitti_dirs
 from .letterbox import unletterbox
@@ -313,7 +313,7 @@ def labels_ground_truth(list_path: str, sizes: Sequence[tuple[int, int]], names:
     entries = read_list(list_path)
     image, cls, boxes = [], [], []
     for i, (entry, (w, h)) in enumerate(zip(entries, sizes)):
-        path = os.path.normpath(os.path.join(base, label_path(entry)))
+        path = entry_label_path(base, entry)
         try:
             text = Path(path).read_text()
         except OSError as exc:

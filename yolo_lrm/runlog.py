@@ -22,6 +22,18 @@ _PLOTTED = ('loss', 'coord', 'obj', 'noobj', 'cls', 'prior', 'iou', 'recall50', 
             'lrm_share', 'map50')
 
 
+def increment_dir(path: str | os.PathLike, exist_ok: bool = False) -> Path:
+    """`runs/train/exp` (or `runs/detect/exp`), then `exp2`, `exp3`, ... (the first that does not exist), created."""
+    path = Path(path)
+    if not exist_ok and path.exists():
+        n = 2
+        while (path.parent / f'{path.name}{n}').exists():
+            n += 1
+        path = path.parent / f'{path.name}{n}'
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 class RunLog:
     """Messages to the console (above the progress bar) and to `train.log` in the run directory."""
 
@@ -123,8 +135,7 @@ def plot_results(csv_path: Path, png_path: Path) -> str | None:
     for ax in list(axes.flat)[len(columns):]:
         ax.axis('off')
     fig.tight_layout()
-    tmp = png_path.with_name(png_path.name + '.tmp.png')
-    fig.savefig(tmp, dpi=100)
+    from .checkpoint import atomic_write
+    atomic_write(png_path, lambda f: fig.savefig(f, format='png', dpi=100))
     plt.close(fig)
-    os.replace(tmp, png_path)
     return None

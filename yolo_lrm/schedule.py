@@ -73,9 +73,7 @@ def learning_rate(net: _Settings | Mapping[str, Any], batch_num: int) -> float:
             raise ValueError('policy=poly needs max_batches > 0')
         return lr * math.pow(1 - batch_num / net['max_batches'], power)
     if policy == 'sigmoid':
-        diff = batch_num - net['step']
-        diff = diff if diff >= 0 else _WRAP + diff
-        return lr / (1 + _exp(net['gamma'] * diff))
+        return lr / (1 + _exp(net['gamma'] * _unsigned(batch_num - net['step'])))
     raise ValueError(f'unknown lr policy {policy!r}')
 
 

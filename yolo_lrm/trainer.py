@@ -36,13 +36,15 @@ from tqdm import tqdm
 
 from . import distributed as dist_utils
 from .cfg import CfgError, apply_overrides, parse_cfg, parse_cfg_text, parse_data
-from .checkpoint import load_checkpoint, model_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (load_checkpoint, load_weights, model_checkpoint, rng_state, save_checkpoint,
+                         set_rng_state)
 from .model import Darknet
 from .optim import build_optimizer, loss_scale, set_learning_rate
-from .runlog import Meter, ResultsCsv, RunLog, plot_results
+from .runlog import Meter, ResultsCsv, RunLog, increment_dir, plot_results
 from .schedule import current_batch, learning_rate, schedule_warnings
 
 TERMS = ('coord', 'obj', 'noobj', 'cls', 'prior')
+_ROW = 1 + len(TERMS)  # per-mini-batch row: total, then TERMS
 # per-update statistics after the per-mini-batch rows: sums over mini-batches (and processes)
 _AGG = ('iou', 'class_prob', 'obj_prob', 'recall50', 'recall75', 'count', 'noobj_prob', 'lrm_fg', 'lrm_bg',
         'lrm_share', 'stop')
@@ -205,7 +207,6 @@ class Trainer:
         self.data = parse_data(self.args.data)
         self._check_inputs()
         if self.run_dir is None:
-            from .detect import increment_dir
             name = increment_dir(Path(self.args.project) / self.args.name, self.args.exist_ok) if self.dist.main \
                 else None
             self.run_dir = Path(dist_utils.broadcast_object(str(name) if name else None, self.dist))
@@ -269,9 +270,9 @@ class Trainer:
         if self.args.epochs is not None and self.args.resume is None:
             if self.args.epochs <= 0:
                 raise ValueError(f'--epochs must be positive, got {self.args.epochs}')
-            updates = math.ceil(self.args.epochs * len(self.dataset) / self.cfg.net['batch'])
+            updates = math.ceil(self.args.epochs * len(self.dataset) / self.batch)
             apply_overrides(self.cfg, [f'net.max_batches={updates}'])
-            self.log.info(f'--epochs {self.args.epochs}: {updates} updates of {self.cfg.net["batch"]} images')
+            self.log.info(f'--epochs {self.args.epochs}: {updates} updates of {self.batch} images')
 
     def _build_model(self, ckpt: dict | None) -> None:
         self.max_batches = self.cfg.net['max_batches']
@@ -302,12 +303,7 @@ class Trainer:
         a = self.args
         if a.weights:
             if a.weights.endswith('.pt'):
-                ck = load_checkpoint(a.weights)
-                try:
-                    self.net.load_state_dict(ck['model'])
-                except RuntimeError as exc:
-                    raise ValueError(f'{a.weights}: weights do not fit {self.cfg.path}: {exc}') from None
-                self.net.seen = int(ck.get('seen', 0))
+                load_weights(self.net, load_checkpoint(a.weights), f'{a.weights}: weights do not fit {self.cfg.path}')
                 self.log.info(f'weights: {a.weights} (seen {self.net.seen:,})')
             else:
                 from .weights import load_darknet_weights
@@ -419,15 +415,15 @@ class Trainer:
                 bar.set_postfix_str(self._postfix(values), refresh=False)
                 k = self.update
                 final = k == self.max_batches
-                if k % interval == 0 or final:
+                evaluate = k % interval == 0 or final
+                if evaluate:
                     last_map = self._evaluate_and_log(meter)
                     meter.reset()
                     if a.patience and self.bad_evals >= a.patience:
                         reason = 'early-stop'
                 if values['stop'] and reason == 'finished':
                     reason = 'interrupted'
-                if reason != 'finished' or final or (a.save_interval and k % a.save_interval == 0) or \
-                        (k % interval == 0):
+                if reason != 'finished' or evaluate or (a.save_interval and k % a.save_interval == 0):
                     self._save(final=final)
                 if a.save_period and k % a.save_period == 0 and self.dist.main:
                     save_checkpoint(self._checkpoint(), self.weights_dir / f'update_{k}.pt')
@@ -464,9 +460,9 @@ class Trainer:
         summed = dist_utils.all_reduce_sum(local.clone(), self.dist) if self.dist.enabled else local
         numbers = summed.tolist()  # the one host sync of the update
         values = self._values(numbers)
-        if not all(math.isfinite(v) for v in numbers[:len(rows) * 6]):
+        if not all(math.isfinite(v) for v in numbers[:len(rows) * _ROW]):
             raise NonFiniteLoss(self._nonfinite_message(local.tolist(), paths))
-        self.lr = lr = learning_rate(self.cfg.net, self.update)
+        lr = learning_rate(self.cfg.net, self.update)
         set_learning_rate(self.optimizer, lr)
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -486,8 +482,8 @@ class Trainer:
     def _values(self, numbers: list[float]) -> dict[str, float]:
         """Per-image losses and Darknet-style averages from the summed numbers of one update."""
         s, world = self.subdivisions, self.dist.world_size
-        rows = [numbers[i * 6:(i + 1) * 6] for i in range(s)]
-        agg = dict(zip(_AGG, numbers[s * 6:]))
+        rows = [numbers[i * _ROW:(i + 1) * _ROW] for i in range(s)]
+        agg = dict(zip(_AGG, numbers[s * _ROW:]))
         values = {'loss': sum(r[0] for r in rows) / self.batch}
         values.update({t: sum(r[1 + i] for r in rows) / self.batch for i, t in enumerate(TERMS)})
         count = agg['count']
@@ -504,7 +500,7 @@ class Trainer:
         lines = [f'non-finite loss in update {self.update} (seen {self.seen:,} images): training stopped before the '
                  f'optimizer step; nothing was saved after it.']
         for s, (size, batch_paths) in enumerate(paths):
-            row = local[s * 6:(s + 1) * 6]
+            row = local[s * _ROW:(s + 1) * _ROW]
             if all(math.isfinite(v) for v in row):
                 continue
             terms = ', '.join(f'{t} {v:.6g}' for t, v in zip(TERMS, row[1:]))
@@ -545,7 +541,8 @@ class Trainer:
                 self.bad_evals += 1
         if self.dist.main:
             row = {**meter.means(), 'update': self.update, 'epoch': round(self.seen / len(self.dataset), 4),
-                   'images': self.seen, 'lr': self.lr, 'map50': map50, 'time_s': round(self.train_time, 1)}
+                   'images': self.seen, 'lr': learning_rate(self.cfg.net, self.update), 'map50': map50,
+                   'time_s': round(self.train_time, 1)}
             ResultsCsv(self.run_dir / 'results.csv').append(row)
             best = f' (best {self.best_map:.4f})' if self.best_map is not None else ''
             self.log.info(f'update {self.update}: mAP@.5 {map50:.4f}{best}' if map50 is not None else

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..checkpoint import atomic_write
 from .labels import ImageError, image_size, label_path, parse_label_text, raw_rule_hint
 
 log = logging.getLogger('yolo_lrm.data')
@@ -178,16 +179,10 @@ class _Cache:
             lines=np.concatenate([v[3] for _, v in labs] or [np.zeros(0, np.int32)]),
             malformed=np.array(json.dumps([v[4] for _, v in labs])),
         )
-        tmp = f'{self.path}.{os.getpid()}.tmp'
         try:
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            with open(tmp, 'wb') as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, self.path)
+            atomic_write(self.path, lambda f: np.savez(f, **arrays))
         except OSError as exc:
             log.warning('%s: cannot write the label cache (%s); the next start scans again', self.path, exc)
-            if os.path.exists(tmp):
-                os.remove(tmp)
 
 
 def default_cache_path(list_path: str, cache_dir: str | os.PathLike | None) -> str:
@@ -211,6 +206,13 @@ def read_list(list_path: str) -> list[str]:
 
 def _resolve(base: str, path: str) -> str:
     return path if os.path.isabs(path) else os.path.normpath(os.path.join(base, path))
+
+
+def entry_label_path(base: str, entry: str) -> str:
+    """The label file of a list entry: Darknet's rule (`label_path`) on the entry as written, then resolved from
+    `base`, the list file's folder.  Applied to the resolved path, the rule would also rewrite an 'images' or 'raw'
+    in the list's own folder path."""
+    return _resolve(base, label_path(entry))
 
 
 def resolve_list(list_path: str | os.PathLike) -> list[str]:
@@ -288,7 +290,7 @@ def scan_dataset(list_path: str | os.PathLike, num_classes: int, cache_dir: str 
         size = _check_image(image, cache, issues)
         if size is None:
             continue
-        lpath = _resolve(base, label_path(entry))
+        lpath = entry_label_path(base, entry)
         result, cached = _read_label(lpath, raw_rule_hint(entry), cache, issues)
         if result is None:
             continue
