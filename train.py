@@ -18,7 +18,7 @@ from yolo_lrm.cfg import CfgError  # noqa: E402  (after the OpenMP setting)
 from yolo_lrm.trainer import NonFiniteLoss, TrainArgs, train  # noqa: E402
 
 EXAMPLES = """examples:
-  python train.py cfg/demo.cfg data/demo.data                          # the built-in demo, 2-core CPU: 6 min
+  python train.py cfg/demo.cfg data/demo.data                          # the built-in demo, 2-core CPU: 4 min
   python train.py cfg/yolov2-voc.cfg data/voc.data weights/darknet19_448.conv.23
   python train.py cfg/yolov2-voc.cfg data/voc.data --set lrm.hard_examples=128 lrm.nms=0.7 --name lrm128
   python train.py --resume runs/train/exp                              # continue exactly where it stopped

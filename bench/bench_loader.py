@@ -3,6 +3,9 @@ per item in this process, decode and Darknet augmentation (wall and process CPU 
 validation item, and DataLoader throughput (images/s) with N workers at a fixed size.
 
     python bench/bench_loader.py [--bccd ../shared/datasets/BCCD] [--size 416] [--workers 0 1 2] [--items 120]
+
+The allocator is set as the trainer sets it on CPU (yolo_lrm/allocator.py); YOLO_LRM_MALLOC=system for glibc's
+defaults.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import cv2  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
+from yolo_lrm.allocator import keep_freed_memory  # noqa: E402
 from yolo_lrm.data import ListDataset, MultiScaleBatchSampler, collate, convert_voc, read_image  # noqa: E402
 from yolo_lrm.data.augment import augment, build_pipeline  # noqa: E402
 
@@ -94,7 +98,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if not os.path.isdir(args.bccd):
         sys.exit(f'error: {args.bccd} not found (BCCD in VOC layout; see ../shared/datasets/README.md)')
-    print(machine())
+    kept = keep_freed_memory()  # as the trainer does on CPU; its DataLoader workers inherit it
+    print(machine() + f'\nallocator: {"keeps freed memory" if kept else "system defaults"} (YOLO_LRM_MALLOC)')
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         result = convert_voc(args.bccd, tmp)

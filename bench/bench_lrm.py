@@ -26,6 +26,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # runnable from a checkout without installing
 
+from yolo_lrm.allocator import keep_freed_memory  # noqa: E402
 from yolo_lrm.cfg import apply_overrides  # noqa: E402
 from yolo_lrm.loss import RegionLoss  # noqa: E402
 from yolo_lrm.model import Darknet  # noqa: E402
@@ -99,6 +100,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if device.type == 'cpu':
+        keep_freed_memory()  # as the trainer does (YOLO_LRM_MALLOC=system declines)
     torch.manual_seed(0)
     net = Darknet(args.cfg, [f'net.width={args.size}', f'net.height={args.size}']).to(device).train()
     crits = criteria(net, [int(k) for k in args.ks.split(',')], args.nms)

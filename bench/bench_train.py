@@ -1,7 +1,8 @@
 """Training-step throughput of the real trainer (`Trainer.train_update`: forward, region loss, backward, SGD step).
 
     python bench/bench_train.py [--cfg CFG ...] [--size 416] [--batch 8] [--steps 5] [--device cpu]
-                                [--workers 0 1 2] [--threads N] [--channels-last] [--compile] [--amp bf16] [--json OUT]
+                                [--workers 0 1 2] [--threads N] [--channels-last] [--compile] [--amp bf16]
+                                [--malloc keep system] [--rounds R] [--json OUT]
 
 For each cfg (default: yolov2-tiny-voc, yolov2-voc, yolov2-mobilenet-voc, those present) and each `--workers`
 value, in a fresh process: a Trainer is built on BCCD (`../shared/datasets/BCCD`, converted into a temporary
@@ -10,8 +11,9 @@ without BCCD, on the generated demo-small set.  Two timings, each the median of 
   memory  the same collated batch fed again and again (no data loading)
   data    batches from the trainer's own DataLoader (decode, Darknet augmentation, collate; `--workers` processes)
 One update = `--batch` images in one mini-batch at `--size` (multi-scale off).  OMP_WAIT_POLICY=PASSIVE as in
-train.py unless set.  Peak memory: CUDA allocator peak,
-or the process's peak RSS on CPU.  Darknet reference (../shared/docs/darknet-reference.md §8): yolov2-tiny-voc,
+train.py unless set.  `--malloc keep system --rounds 3` measures what glibc's allocator settings are worth
+(yolo_lrm/allocator.py), alternating the two; page faults per update show the cause.  Peak memory: CUDA
+allocator peak, or the process's peak RSS on CPU.  Darknet reference (../shared/docs/darknet-reference.md §8): yolov2-tiny-voc,
 batch 8, 416, 2-core CPU, OpenMP build: 0.86 images/s.
 """
 from __future__ import annotations
@@ -60,18 +62,19 @@ def peak_memory_mb(device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def timed_updates(trainer, batches, steps: int, device) -> list[float]:
-    """Seconds per update, after one warm-up update."""
+def timed_updates(trainer, batches, steps: int, device) -> tuple[list[float], list[int]]:
+    """Seconds and minor page faults (this process) per update, after one warm-up update."""
     import torch
-    times = []
+    times, faults = [], []
     for i in range(steps + 1):
-        start = time.perf_counter()
+        start, start_faults = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         trainer.train_update(batches)
         if device.type == 'cuda':
             torch.cuda.synchronize(device)
         if i:
             times.append(time.perf_counter() - start)
-    return times
+            faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start_faults)
+    return times, faults
 
 
 def bench_one(opts: argparse.Namespace) -> dict:
@@ -93,14 +96,15 @@ def bench_one(opts: argparse.Namespace) -> dict:
         trainer.net.train()
         device = trainer.device
         loader = iter(trainer.loader)
-        data_times = timed_updates(trainer, loader, opts.steps, device)
+        data_times, _ = timed_updates(trainer, loader, opts.steps, device)
         first = next(loader)
-        memory_times = timed_updates(trainer, iter(lambda: first, None), opts.steps, device)
+        memory_times, faults = timed_updates(trainer, iter(lambda: first, None), opts.steps, device)
         trainer.close()
     med_mem, med_data = statistics.median(memory_times), statistics.median(data_times)
     return {'cfg': opts.cfg[0], 'size': opts.size, 'batch': opts.batch, 'device': str(device),
             'threads': torch.get_num_threads(), 'workers': opts.workers[0], 'channels_last': opts.channels_last,
             'amp': opts.amp, 'compile': opts.compile, 'omp_wait_policy': os.environ.get('OMP_WAIT_POLICY', ''),
+            'malloc': os.environ.get('YOLO_LRM_MALLOC') or 'keep', 'faults_per_update': statistics.median(faults),
             'data': source, 'memory_s': med_mem, 'data_s': med_data, 'memory_img_s': opts.batch / med_mem,
             'data_img_s': opts.batch / med_data, 'memory_all_s': memory_times, 'data_all_s': data_times,
             'peak_mb': peak_memory_mb(device)}
@@ -118,9 +122,35 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument('--channels-last', action='store_true')
     ap.add_argument('--amp', default='off', choices=('off', 'bf16', 'fp16'))
     ap.add_argument('--compile', action='store_true', help='torch.compile (the warm-up update pays the compilation)')
+    ap.add_argument('--malloc', nargs='+', default=['keep'], choices=('keep', 'system'),
+                    help='host allocator (YOLO_LRM_MALLOC, see yolo_lrm/allocator.py); two values: their ratio')
+    ap.add_argument('--rounds', type=int, default=1, help='repeat every setting this many times, alternating')
     ap.add_argument('--json', help='write all results here')
     ap.add_argument('--one', action='store_true', help=argparse.SUPPRESS)  # internal: run one cfg in this process
     return ap.parse_args(argv)
+
+
+def run_one(opts: argparse.Namespace, cfg: str, workers: int, malloc: str) -> dict | None:
+    """`bench_one` in a fresh process (OpenMP's wait policy and the allocator are fixed at start-up)."""
+    cmd = [sys.executable, __file__, '--one', '--cfg', cfg, '--workers', str(workers), '--size', str(opts.size),
+           '--batch', str(opts.batch), '--steps', str(opts.steps), '--device', opts.device,
+           '--threads', str(opts.threads), '--amp', opts.amp] + ['--channels-last'] * opts.channels_last \
+        + ['--compile'] * opts.compile
+    # as train.py: sleeping OpenMP threads unless the caller chose a policy
+    env = {'OMP_WAIT_POLICY': 'PASSIVE', **os.environ, 'PYTHONPATH': str(ROOT), 'YOLO_LRM_MALLOC': malloc}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith('RESULT ')), None)
+    if line is None:
+        print(f'{cfg} workers={workers} malloc={malloc}: failed\n{out.stderr[-2000:]}')
+        return None
+    r = json.loads(line[7:])
+    ratio = f"  {r['data_img_s'] / DARKNET_TINY_CPU:.1f}x Darknet's 0.86" if 'tiny' in cfg and \
+        r['device'] == 'cpu' and r['batch'] == 8 and r['size'] == 416 else ''
+    print(f"{Path(cfg).name:<26s} {r['device']:<6s} threads {r['threads']} workers {workers} "
+          f"{r['omp_wait_policy'] or 'default'} malloc {malloc}: memory {r['memory_img_s']:6.2f} img/s, "
+          f"data {r['data_img_s']:6.2f} img/s, {r['faults_per_update']:,.0f} page faults/update, "
+          f"peak {r['peak_mb']:,.0f} MB{ratio}", flush=True)
+    return r
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -131,25 +161,20 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     for cfg in opts.cfg:
         for workers in opts.workers:
-            cmd = [sys.executable, __file__, '--one', '--cfg', cfg, '--workers', str(workers), '--size', str(opts.size),
-                   '--batch', str(opts.batch), '--steps', str(opts.steps), '--device', opts.device,
-                   '--threads', str(opts.threads), '--amp', opts.amp] + ['--channels-last'] * opts.channels_last \
-                + ['--compile'] * opts.compile
-            # as train.py: sleeping OpenMP threads unless the caller chose a policy
-            env = {'OMP_WAIT_POLICY': 'PASSIVE', **os.environ, 'PYTHONPATH': str(ROOT)}
-            out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            line = next((ln for ln in out.stdout.splitlines() if ln.startswith('RESULT ')), None)
-            if line is None:
-                print(f'{cfg} workers={workers}: failed\n{out.stderr[-2000:]}')
-                continue
-            r = json.loads(line[7:])
-            results.append(r)
-            ratio = f"  {r['data_img_s'] / DARKNET_TINY_CPU:.1f}x Darknet's 0.86" if 'tiny' in cfg and \
-                r['device'] == 'cpu' and r['batch'] == 8 and r['size'] == 416 else ''
-            print(f"{Path(cfg).name:<26s} {r['device']:<6s} threads {r['threads']} workers {workers} "
-                  f"{r['omp_wait_policy'] or 'default'}: "
-                  f"memory {r['memory_img_s']:6.2f} img/s, data {r['data_img_s']:6.2f} img/s, "
-                  f"peak {r['peak_mb']:,.0f} MB{ratio}", flush=True)
+            runs: dict[str, list[dict]] = {m: [] for m in opts.malloc}
+            for _ in range(opts.rounds):  # settings alternate, so drift of the machine hits each alike
+                for malloc in opts.malloc:
+                    r = run_one(opts, cfg, workers, malloc)
+                    if r is not None:
+                        runs[malloc].append(r)
+                        results.append(r)
+            if len(opts.malloc) == 2 and all(runs.values()):
+                (a, ra), (b, rb) = runs.items()
+                for key in ('memory_img_s', 'data_img_s'):
+                    ratios = [x[key] / y[key] for x, y in zip(ra, rb)]
+                    print(f"{Path(cfg).name:<26s} workers {workers}: {key[:-6]} img/s malloc {a} / {b} = "
+                          f"{statistics.median(ratios):.2f} (median of {len(ratios)} paired runs, "
+                          f"{min(ratios):.2f}-{max(ratios):.2f})", flush=True)
     if opts.json:
         Path(opts.json).write_text(json.dumps(results, indent=2) + '\n')
 

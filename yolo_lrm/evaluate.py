@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from .allocator import keep_freed_memory
 from .cfg import CfgError, DataCfg, parse_data
 from .data import LetterboxImages, collate_images, resolve_list
 from .data.labels import parse_label_text
@@ -211,6 +212,8 @@ def run_list(net, paths: Sequence[str], size: int | None = None, conf: float = D
     if device is not None:
         net.to(device)
     device = next(net.parameters()).device
+    if device.type == 'cpu':
+        keep_freed_memory()
     anchors = net.anchors.to(device)
     max_det = net.num_anchors * (size // net.stride) ** 2 * net.num_classes  # Darknet writes every (box, class)
     loader = DataLoader(LetterboxImages(paths, size), batch_size=batch_size, num_workers=workers,

@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from . import distributed as dist_utils
+from .allocator import keep_freed_memory
 from .cfg import CfgError, apply_overrides, parse_cfg, parse_cfg_text, parse_data
 from .checkpoint import (load_checkpoint, load_weights, model_checkpoint, rng_state, save_checkpoint,
                          set_rng_state)
@@ -169,6 +170,8 @@ class Trainer:
     def __init__(self, args: TrainArgs):
         self.dist = dist_utils.init_distributed(args.device)
         self.device = self.dist.device
+        if self.device.type == 'cpu':
+            keep_freed_memory()
         ckpt = self._resolve_run(args)
         self._setup_determinism()
         self.names = self.data.names()

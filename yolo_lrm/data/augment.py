@@ -99,13 +99,16 @@ def distort_hsv(img: np.ndarray, dhue: float, dsat: float, dexp: float) -> np.nd
     formulas (H in degrees), and S > 1 is allowed before the final clamp, as in Darknet."""
     if dhue == 0 and dsat == 1 and dexp == 1:
         return img
-    h, s, v = cv2.split(cv2.cvtColor(img, cv2.COLOR_RGB2HSV))   # contiguous planes: fast in-place arithmetic
+    hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
     if dhue:
+        h = hsv[..., 0]
         h += np.float32(dhue * 360.0)
-        np.mod(h, np.float32(360.0), out=h)
-    s *= np.float32(dsat)
-    v *= np.float32(dexp)
-    rgb = cv2.cvtColor(cv2.merge((h, s, v)), cv2.COLOR_HSV2RGB)
+        # back into [0, 360): |dhue| < 1/2 turn, so one add or subtract is exact (np.mod is 7x slower)
+        np.add(h, np.float32(360.0), out=h, where=h < 0)
+        np.subtract(h, np.float32(360.0), out=h, where=h >= 360)
+    hsv[..., 1] *= np.float32(dsat)
+    hsv[..., 2] *= np.float32(dexp)
+    rgb = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
     return np.clip(rgb, 0.0, 1.0, out=rgb)
 
 
