@@ -60,8 +60,8 @@ Tram 0.00 0 0.0 0.0 120.0 621.0 270.0 3.5 2.6 15.0 -5.0 1.5 30.0 0.0
 def test_kitti_reader(tmp_path):
     (tmp_path / '000000.txt').write_text(KITTI_LINES)
     (tmp_path / '000001.txt').write_text('Van 0.00 0 0.0 10.0 20.0 134.2 95.0 1 1 1 1 1 1 0\n')
-    classes, wh = read_kitti(tmp_path)
-    assert classes.tolist() == [0, 4, 5, 3, 1]          # car, pedestrian, cyclist, tram, van (files sorted)
+    classes, wh, empty = read_kitti(tmp_path)
+    assert classes.tolist() == [0, 4, 5, 3, 1] and empty == []   # car, pedestrian, cyclist, tram, van (files sorted)
     np.testing.assert_allclose(wh[0], [(423.81 - 387.63) / 1242, (203.12 - 181.54) / 375])
     np.testing.assert_allclose(wh[3], [0.5, 0.4])
     np.testing.assert_allclose(wh[4], [124.2 / 1242, 0.2])
@@ -76,9 +76,17 @@ def test_kitti_reader_errors_name_file_and_line(tmp_path, line, message):
     (tmp_path / '000007.txt').write_text(KITTI_LINES + line + '\n')
     with pytest.raises(ValueError, match=rf'000007.txt:8: .*{message}'):
         read_kitti(tmp_path)
-    (tmp_path / '000007.txt').write_text('Car 0 0 0 5 2 3 4 1 1 1 1 1 1 0\n')
-    with pytest.raises(LabelError, match=r'000007.txt: empty car box 5.0, 2.0, 3.0, 4.0'):
-        read_kitti(tmp_path)
+
+
+def test_kitti_empty_boxes_are_dropped_and_reported(tmp_path, capsys):
+    """As the KITTI converter does: a zero-width box is dropped, not an error, and the CLI lists it."""
+    (tmp_path / '000007.txt').write_text('Car 0 0 0 5 2 5 40 1 1 1 1 1 1 0\nVan 0 0 0 10 20 134.2 95 1 1 1 1 1 1 0\n')
+    classes, wh, empty = read_kitti(tmp_path)
+    assert classes.tolist() == [1] and empty == [f'{tmp_path / "000007.txt"}:1: car 5 2 5 40']
+    np.testing.assert_allclose(wh, [[124.2 / 1242, 0.2]])
+    anchors_main(['--kitti', str(tmp_path), '-k', '1'])
+    out = capsys.readouterr().out
+    assert '1 boxes (van: 1); 1 empty boxes dropped' in out and f'empty box dropped: {empty[0]}' in out
 
 
 def test_darknet_label_folder_and_list(tmp_path):

@@ -86,7 +86,9 @@ def test_onnx_without_its_packages_says_what_to_install(weights, tmp_path, monke
 
 
 def test_bad_inputs_exit_with_a_message(weights, tmp_path):
-    with pytest.raises(SystemExit, match='multiples of 32'):
+    with pytest.raises(SystemExit, match='input size 70 must be a positive multiple of the network stride 32'):
         main(['--weights', str(weights), '--format', 'torchscript', '--img-size', '70'])
+    with pytest.raises(SystemExit, match='give N or W H'):
+        main(['--weights', str(weights), '--format', 'torchscript', '--img-size', '64', '64', '64'])
     with pytest.raises(SystemExit, match='missing.pt: checkpoint not found'):
         main(['--weights', str(tmp_path / 'missing.pt'), '--format', 'torchscript'])

@@ -251,6 +251,15 @@ def test_zoo_cfg_builds_and_runs(cfg):
         assert meta(torch.empty(1, 3, size, size, device='meta')).shape == (1, channels, size // 32, size // 32)
 
 
+def test_check_input_size_wants_a_positive_multiple_of_the_stride():
+    with torch.device('meta'):   # the check needs shapes only
+        net = Darknet(CFG / 'yolov2-tiny-voc.cfg')
+    net.check_input_size(320)
+    for size in (100, 0, -32):
+        with pytest.raises(ValueError, match=f'input size {size} must be a positive multiple of the network stride 32'):
+            net.check_input_size(size)
+
+
 @pytest.mark.parametrize('name, bflops', [('yolov2-tiny-voc', 6.97), ('yolov2-voc', 29.36),
                                           ('yolov2-mobilenet-voc', 5.17)])
 def test_summary_bflops(name, bflops):

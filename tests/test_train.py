@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from yolo_lrm.cfg import parse_cfg
-from yolo_lrm.checkpoint import load_checkpoint
+from yolo_lrm.checkpoint import load_checkpoint, save_checkpoint
 from yolo_lrm.data import ListDataset, MultiScaleBatchSampler, collate
 from yolo_lrm.data.synthetic import generate
 from yolo_lrm.loss import RegionLoss
@@ -309,6 +309,20 @@ def test_kill_during_checkpoint_write_leaves_last_loadable(tmp_path, demo):
     assert any(p.name.startswith('.last.pt.') for p in weights.iterdir())  # the torn temporary file
     ckpt = load_checkpoint(weights / 'last.pt')
     assert ckpt['update'] == 1 and ckpt['seen'] == 4
+
+
+def test_checkpoint_mode_follows_the_umask_without_setting_it(tmp_path, monkeypatch):
+    """0666 minus the umask, as open() would give; on Linux the umask is read without os.umask (not thread-safe)."""
+    old = os.umask(0o027)
+    try:
+        with monkeypatch.context() as m:
+            if sys.platform == 'linux':
+                m.setattr(os, 'umask', lambda mask: pytest.fail('os.umask called'))
+            save_checkpoint({'model': {}, 'cfg_text': ''}, tmp_path / 'last.pt')
+        assert os.umask(0o027) == 0o027
+    finally:
+        os.umask(old)
+    assert (tmp_path / 'last.pt').stat().st_mode & 0o777 == 0o640
 
 
 # ------------------------------------------------------------------------------------------------ options

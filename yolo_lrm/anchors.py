@@ -110,26 +110,29 @@ def letterboxed(boxes_wh: np.ndarray, image_w: int, image_h: int, net_w: int = 4
 
 
 # ---------------------------------------------------------------------------------------------------- readers
-def read_kitti(label_dir: str | Path, image_size: tuple[int, int] = KITTI_IMAGE_SIZE) -> tuple[np.ndarray, np.ndarray]:
-    """KITTI `label_2/*.txt` → (class ids (N,) in `KITTI_CLASSES` order, normalised (w, h) (N, 2)).
+def read_kitti(label_dir: str | Path, image_size: tuple[int, int] = KITTI_IMAGE_SIZE
+               ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """KITTI `label_2/*.txt` → (class ids (N,) in `KITTI_CLASSES` order, normalised (w, h) (N, 2), empty boxes).
 
-    Keeps car, van, truck, tram, pedestrian, cyclist; drops Person_sitting, Misc and DontCare.
+    Keeps car, van, truck, tram, pedestrian, cyclist; drops Person_sitting, Misc and DontCare.  Boxes of zero or
+    negative size are dropped, as the KITTI converter does, and returned as `file:line: type x1 y1 x2 y2`.
     """
     files = sorted(Path(label_dir).glob('*.txt'))
     if not files:
         raise LabelError(f'{label_dir}: no KITTI label files (*.txt)')
     keep = kitti_class_map()   # the 6 classes; Person_sitting dropped as in the paper's setup
-    classes, sizes = [], []
+    classes, sizes, empty = [], [], []
     for path in files:
         for obj in parse_kitti_label(str(path)):
             if obj.type not in keep:
                 continue
             if obj.x2 <= obj.x1 or obj.y2 <= obj.y1:
-                raise LabelError(f'{path}: empty {obj.type} box {obj.x1}, {obj.y1}, {obj.x2}, {obj.y2}')
+                empty.append(f'{path}:{obj.line}: {obj.type} {obj.x1:g} {obj.y1:g} {obj.x2:g} {obj.y2:g}')
+                continue
             classes.append(keep[obj.type])
             sizes.append((obj.x2 - obj.x1, obj.y2 - obj.y1))
     wh = np.array(sizes, dtype=np.float64).reshape(-1, 2) / np.array(image_size, dtype=np.float64)
-    return np.array(classes, dtype=np.int64), wh
+    return np.array(classes, dtype=np.int64), wh, empty
 
 
 def _label_files(source: Path) -> list[Path]:
@@ -207,11 +210,11 @@ def main(argv: list[str] | None = None) -> None:
         ap.error('--letterbox needs --image-size WxH for Darknet label sets')
     try:
         if args.kitti:
-            classes, wh = read_kitti(args.kitti, image_size)
+            classes, wh, empty = read_kitti(args.kitti, image_size)
             names = KITTI_CLASSES
         else:
             classes, wh = read_darknet_labels(args.labels)
-            names = None
+            names, empty = None, []
         if args.letterbox:
             wh = letterboxed(wh, *image_size, args.size, args.size)
         anchors, iou = calc_anchors(wh, args.k, args.size, args.seed)
@@ -219,7 +222,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f'error: {exc}')
     counts = np.bincount(classes, minlength=len(names) if names else 0)
     per_class = ', '.join(f'{names[i] if names else i}: {c}' for i, c in enumerate(counts) if c)
-    print(f'{len(wh)} boxes ({per_class})')
+    print(f'{len(wh)} boxes ({per_class})' + (f'; {len(empty)} empty boxes dropped' if empty else ''))
+    for where in empty:
+        print(f'empty box dropped: {where}')
     print(f'anchors at {args.size} ({args.size // 32}x{args.size // 32} cells), mean IoU {iou:.4f}:')
     print(f'anchors={format_anchors(anchors)}')
 

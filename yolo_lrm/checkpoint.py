@@ -32,10 +32,23 @@ def atomic_write(path: str | os.PathLike, write) -> None:
 
 
 def _default_mode() -> int:
-    """0666 minus the process umask (read without changing it for good)."""
+    """0666 minus the process umask."""
+    return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """The process umask, from /proc on Linux: os.umask reads it only by setting it, which is not thread-safe (a file
+    that another thread creates meanwhile would get the temporary umask)."""
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('Umask:'):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
     umask = os.umask(0)
     os.umask(umask)
-    return 0o666 & ~umask
+    return umask
 
 
 def save_checkpoint(obj: dict[str, Any], path: str | os.PathLike) -> None:
@@ -71,6 +84,17 @@ def load_weights(net: Darknet, ckpt: dict[str, Any], what: str) -> None:
     net.seen = int(ckpt.get('seen', 0))
 
 
+def checkpoint_model(ckpt: dict[str, Any], weights: str | os.PathLike, cfg: str | os.PathLike | None = None,
+                     overrides: list[str] | None = None) -> Darknet:
+    """Build the network of a loaded `.pt` checkpoint (its embedded cfg unless `cfg` is given) with its weights."""
+    net_cfg = parse_cfg(cfg, overrides) if cfg else parse_cfg_text(ckpt['cfg_text'], f'{weights} (embedded cfg)')
+    if cfg is None and overrides:
+        apply_overrides(net_cfg, overrides)
+    net = Darknet(net_cfg)
+    load_weights(net, ckpt, f'{weights}: weights do not fit the cfg {cfg or "(embedded)"}')
+    return net
+
+
 def load_model(weights: str | os.PathLike, cfg: str | os.PathLike | None = None, overrides: list[str] | None = None,
                device: str | torch.device = 'cpu') -> tuple[Darknet, list[str] | None]:
     """Build and load a network from our `.pt` (carries its cfg and names; `cfg` optional) or a Darknet `.weights`
@@ -78,12 +102,7 @@ def load_model(weights: str | os.PathLike, cfg: str | os.PathLike | None = None,
     weights = str(weights)
     if weights.endswith('.pt'):
         ckpt = load_checkpoint(weights)
-        net_cfg = parse_cfg(cfg, overrides) if cfg else parse_cfg_text(ckpt['cfg_text'], f'{weights} (embedded cfg)')
-        if cfg is None and overrides:
-            apply_overrides(net_cfg, overrides)
-        net = Darknet(net_cfg)
-        load_weights(net, ckpt, f'{weights}: weights do not fit the cfg {cfg or "(embedded)"}')
-        names = ckpt.get('names')
+        net, names = checkpoint_model(ckpt, weights, cfg, overrides), ckpt.get('names')
     else:
         if cfg is None:
             raise CfgError(f'{weights}: a Darknet .weights file needs its cfg (pass --cfg)')

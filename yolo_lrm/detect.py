@@ -27,6 +27,7 @@ from .allocator import keep_freed_memory
 from .cfg import CfgError, parse_data
 from .checkpoint import load_model
 from .data import ImageError, read_image, resolve_list
+from .data.labels import IMAGE_EXTENSIONS
 from .draw import clip_boxes, draw_detections, palette
 from .evaluate import kitti_lines
 from .head import detect
@@ -34,7 +35,6 @@ from .letterbox import letterbox, unletterbox
 from .model import Darknet
 from .runlog import increment_dir
 
-IMAGE_EXTS = {'.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm', '.pbm', '.jp2'}
 VIDEO_EXTS = {'.avi', '.mp4', '.mkv', '.mov', '.m4v', '.mpg', '.mpeg', '.wmv', '.webm', '.flv', '.ts', '.3gp'}
 STREAM_SCHEMES = ('rtsp://', 'rtsps://', 'rtmp://', 'http://', 'https://', 'udp://', 'tcp://')
 DEFAULT_CONF = 0.25  # Darknet: `detector test` .5, `demo` .24; .25 keeps demo's recall with a round number
@@ -68,9 +68,9 @@ def resolve_source(spec: str) -> Source:
         return Source(spec, 'video' if is_file else 'stream', [spec])
     path = Path(spec)
     if path.is_dir():
-        images = sorted(str(p) for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+        images = sorted(str(p) for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
         if not images:
-            raise SourceError(f'{spec}: folder has no images ({", ".join(sorted(IMAGE_EXTS))})')
+            raise SourceError(f'{spec}: folder has no images ({", ".join(sorted(IMAGE_EXTENSIONS))})')
         return Source(spec, 'images', images)
     if path.is_file():
         suffix = path.suffix.lower()
@@ -83,7 +83,7 @@ def resolve_source(spec: str) -> Source:
             return Source(spec, 'images', items)
         return Source(spec, 'images', [spec])
     if glob.has_magic(spec):
-        images = sorted(p for p in glob.glob(spec, recursive=True) if Path(p).suffix.lower() in IMAGE_EXTS)
+        images = sorted(p for p in glob.glob(spec, recursive=True) if Path(p).suffix.lower() in IMAGE_EXTENSIONS)
         if not images:
             raise SourceError(f'{spec}: the pattern matches no image files')
         return Source(spec, 'images', images)
@@ -249,8 +249,7 @@ class Detector:
             net.to(memory_format=torch.channels_last)
         self.size = size or (net.width, net.height)
         for v in self.size:
-            if v <= 0 or v % net.stride:
-                raise ValueError(f'image size {v} must be a positive multiple of the network stride {net.stride}')
+            net.check_input_size(v)
         if half not in (None, 'fp16', 'bf16'):
             raise ValueError(f'half must be fp16 or bf16, got {half!r}')
         # autocast is for CUDA only: on CPU half precision is slower than fp32 on most processors

@@ -17,7 +17,6 @@ class DistInfo:
     """Where this process stands: its rank, the number of processes, and its device."""
     rank: int
     world_size: int
-    local_rank: int
     device: torch.device
 
     @property
@@ -54,7 +53,7 @@ def init_distributed(device_name: str | None) -> DistInfo:
         if device.type == 'cuda':
             torch.cuda.set_device(device)
         dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo', timeout=_TIMEOUT)
-    return DistInfo(rank, world, local, device)
+    return DistInfo(rank, world, device)
 
 
 def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:

@@ -207,8 +207,7 @@ def run_list(net, paths: Sequence[str], size: int | None = None, conf: float = D
     """Detections per image (see `predict_list`) and the original (w, h) of each image.  The network keeps its
     train/eval mode; `device` moves it there (default: where it is)."""
     size = size or net.width
-    if size <= 0 or size % net.stride:
-        raise ValueError(f'input size {size} must be a positive multiple of the network stride {net.stride}')
+    net.check_input_size(size)
     if device is not None:
         net.to(device)
     device = next(net.parameters()).device

@@ -389,20 +389,21 @@ def map_text(record: dict[str, Any]) -> str:
 
 def evaluate_run(spec: RunSpec, updates: int, seen: int, reason: str, trainer_map: float | None) -> dict[str, Any]:
     """Score the run's final weights on `valid=` and build its result record."""
-    from .checkpoint import load_checkpoint, load_model
+    from .checkpoint import checkpoint_model, load_checkpoint
     from .evaluate import evaluate_model
     last = spec.run_dir / 'weights' / 'last.pt'
     device = spec.args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
-    net, _ = load_model(last, device=device)
+    ckpt = load_checkpoint(last)
+    net, train_s = checkpoint_model(ckpt, last).to(device).eval(), float(ckpt.get('train_time', 0.0))
+    del ckpt  # its optimizer state and CPU copy of the weights need not stay in memory during the evaluation
     start = time.perf_counter()
     ev = evaluate_model(net, parse_data(spec.args.data), spec.metric, 0.5, batch_size=spec.args.eval_batch,
                         workers=min(spec.args.workers, 2), progress=False)
     eval_s = time.perf_counter() - start
-    ckpt = load_checkpoint(last)
     return {'variant': spec.variant.name, 'overrides': list(spec.variant.overrides), 'seed': spec.seed,
             'run_dir': spec.run_dir.name, 'weights': 'weights/last.pt', 'settings': settings_of(spec.args),
             'args': dataclasses.asdict(spec.args), 'updates': updates, 'seen': seen, 'reason': reason,
-            'train_s': round(float(ckpt.get('train_time', 0.0)), 1), 'eval_s': round(eval_s, 1),
+            'train_s': round(train_s, 1), 'eval_s': round(eval_s, 1),
             'device': str(device), 'metric': spec.metric, 'map': ev.map,
             'per_class': {k: _num(v) for k, v in ev.per_class.items()}, 'trainer_final_map': trainer_map,
             'eval': ev.to_json()}

@@ -107,8 +107,10 @@ def main(argv: list[str] | None = None) -> Path:
     try:
         net, names = load_model(args.weights, args.cfg)
         size = (net.width, net.height) if not args.img_size else (args.img_size[0], args.img_size[-1])
-        if len(args.img_size or []) > 2 or any(v <= 0 or v % net.stride for v in size):
-            raise ValueError(f'--img-size {args.img_size}: give N or W H, multiples of {net.stride}')
+        if len(args.img_size or []) > 2:
+            raise ValueError(f'--img-size {args.img_size}: give N or W H')
+        for v in size:
+            net.check_input_size(v)
         out = Path(args.out or Path(args.weights).with_suffix(FORMATS[args.format]))
         out.parent.mkdir(parents=True, exist_ok=True)
         meta = metadata(net, names, size)

@@ -22,13 +22,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from xml.sax.saxutils import escape
 
 import numpy as np
 
 from .labels import ImageError, box_issue, box_issue_lines, image_size
 from .layout import (ConvertError, check_label_paths, label_line, link_dir, parallel_map, write_data_file,
                      write_list, write_text)
+from .voc import write_voc_xml
 
 KITTI_CLASSES = ('car', 'van', 'truck', 'tram', 'pedestrian', 'cyclist')
 KITTI_TYPES = ('car', 'van', 'truck', 'pedestrian', 'person_sitting', 'cyclist', 'tram', 'misc', 'dontcare')
@@ -102,19 +102,6 @@ def kitti_class_map(person_sitting: str = 'drop') -> dict[str, int]:
     return mapping
 
 
-def voc_xml(filename: str, w: int, h: int, objects: list[tuple[str, KittiObject]]) -> str:
-    """VOC-style annotation of KITTI boxes: 0-based floats → 1-based integers `int(round(v)) + 1`."""
-    parts = [f'<annotation>\n  <folder>KITTI</folder>\n  <filename>{escape(filename)}</filename>\n'
-             f'  <size><width>{w}</width><height>{h}</height><depth>3</depth></size>\n']
-    for name, o in objects:
-        x1, y1, x2, y2 = (int(round(v)) + 1 for v in (o.x1, o.y1, o.x2, o.y2))
-        parts.append(f'  <object><name>{name}</name><pose>Unspecified</pose>'
-                     f'<truncated>{int(o.truncated > 0)}</truncated><difficult>0</difficult>'
-                     f'<bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin><xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox>'
-                     '</object>\n')
-    return ''.join(parts) + '</annotation>\n'
-
-
 def _convert_frame(job: tuple[str, str, str, bool], out: str, mapping: dict[str, int]
                    ) -> tuple[Counter, Counter, list[str], list[str]] | str:
     frame, image, label, is_test = job
@@ -137,11 +124,12 @@ def _convert_frame(job: tuple[str, str, str, bool], out: str, mapping: dict[str,
         cls = mapping[o.type]
         lines.append(label_line(cls, (o.x1 + o.x2) / 2 / w, (o.y1 + o.y2) / 2 / h, (o.x2 - o.x1) / w,
                                 (o.y2 - o.y1) / h))
-        kept.append((KITTI_CLASSES[cls], o))
+        corners = (int(round(v)) + 1 for v in (o.x1, o.y1, o.x2, o.y2))   # VOC's 1-based integer pixels
+        kept.append((KITTI_CLASSES[cls], int(o.truncated > 0), *corners))
         written[KITTI_CLASSES[cls]] += 1
     write_text(os.path.join(out, 'labels', f'{frame}.txt'), ''.join(lines))
     if is_test:
-        write_text(os.path.join(out, 'Annotations', f'{frame}.xml'), voc_xml(os.path.basename(image), w, h, kept))
+        write_voc_xml(os.path.join(out, 'Annotations', f'{frame}.xml'), 'KITTI', os.path.basename(image), w, h, kept)
         shutil.copyfile(label, os.path.join(out, 'label_2_test', f'{frame}.txt'))
     return written, dropped, empty, outside
 

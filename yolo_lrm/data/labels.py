@@ -15,7 +15,8 @@ import struct
 import cv2
 import numpy as np
 
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff', '.ppm', '.pgm', '.pnm')
+# what OpenCV's imread decodes; one set, so the label rule, the VOC converter and detect's sources agree
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff', '.ppm', '.pgm', '.pbm', '.pnm', '.jp2')
 _DIR_RULES = (('images', 'labels'), ('JPEGImages', 'labels'), ('raw', 'labels'))
 # IMREAD_IGNORE_ORIENTATION: Darknet's stb_image ignores EXIF rotation, and labels refer to the stored pixels.
 _IMREAD_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION

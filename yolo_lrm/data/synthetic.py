@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 
 from .layout import label_line, parallel_map, write_data_file, write_list, write_text
+from .voc import write_voc_xml
 
 CLASSES = ('circle', 'ring', 'square', 'triangle', 'cross', 'star')
 _SHIFT = 4                 # cv2 drawing with 1/16-pixel coordinates
@@ -321,14 +322,6 @@ def _boxes(objects: list[tuple[int, np.ndarray, tuple[int, int, int, int]]],
 
 
 # ---------------------------------------------------------------------------------------------------- writing
-def _voc_xml(name: str, w: int, h: int, boxes: list[tuple[int, int, int, int, int]]) -> str:
-    objs = ''.join(f'  <object><name>{CLASSES[c]}</name><pose>Unspecified</pose><truncated>0</truncated>'
-                   f'<difficult>0</difficult><bndbox><xmin>{x0 + 1}</xmin><ymin>{y0 + 1}</ymin><xmax>{x1}</xmax>'
-                   f'<ymax>{y1}</ymax></bndbox></object>\n' for c, x0, y0, x1, y1 in boxes)
-    return (f'<annotation>\n  <folder>demo</folder>\n  <filename>{name}</filename>\n  <size><width>{w}</width>'
-            f'<height>{h}</height><depth>3</depth></size>\n{objs}</annotation>\n')
-
-
 def _write_image(job: tuple[int, str, int], spec: DemoSpec, out: str) -> int:
     """Render and write one image, its label file and (test split) its VOC annotation; returns the box count."""
     split, split_name, index = job
@@ -345,7 +338,9 @@ def _write_image(job: tuple[int, str, int], spec: DemoSpec, out: str) -> int:
                     for c, x0, y0, x1, y1 in boxes)
     write_text(Path(out, 'labels', split_name, f'{name}.txt'), lines)
     if split_name == 'test':
-        write_text(Path(out, 'Annotations', f'{name}.xml'), _voc_xml(f'{name}.jpg', w, h, boxes))
+        # exclusive 0-based ends are the 1-based inclusive VOC corners as they are; starts shift by one
+        objects = [(CLASSES[c], 0, x0 + 1, y0 + 1, x1, y1) for c, x0, y0, x1, y1 in boxes]
+        write_voc_xml(Path(out, 'Annotations', f'{name}.xml'), 'demo', f'{name}.jpg', w, h, objects)
     return len(boxes)
 
 

@@ -31,6 +31,8 @@ import xml.etree.ElementTree as ET
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
+from xml.sax.saxutils import escape
 
 from .labels import IMAGE_EXTENSIONS, box_issue, box_issue_lines, image_size
 from .layout import (ConvertError, check_label_paths, label_line, link_dir, parallel_map, write_data_file,
@@ -83,6 +85,19 @@ def voc_box(w: int, h: int, xmin: float, ymin: float, xmax: float, ymax: float) 
     """`voc_label.py`'s `convert`: 1-based VOC corners → normalised x, y, w, h (same float operations)."""
     dw, dh = 1. / w, 1. / h
     return ((xmin + xmax) / 2.0 - 1) * dw, ((ymin + ymax) / 2.0 - 1) * dh, (xmax - xmin) * dw, (ymax - ymin) * dh
+
+
+def write_voc_xml(path: str | os.PathLike, folder: str, filename: str, w: int, h: int,
+                  objects: Iterable[tuple[str, int, int, int, int, int]]) -> None:
+    """Write a VOC annotation; `objects` are (name, truncated, xmin, ymin, xmax, ymax), corners 1-based integers."""
+    parts = [f'<annotation>\n  <folder>{escape(folder)}</folder>\n  <filename>{escape(filename)}</filename>\n'
+             f'  <size><width>{w}</width><height>{h}</height><depth>3</depth></size>\n']
+    for name, truncated, xmin, ymin, xmax, ymax in objects:
+        parts.append(f'  <object><name>{escape(name)}</name><pose>Unspecified</pose>'
+                     f'<truncated>{truncated}</truncated><difficult>0</difficult>'
+                     f'<bndbox><xmin>{xmin}</xmin><ymin>{ymin}</ymin><xmax>{xmax}</xmax><ymax>{ymax}</ymax></bndbox>'
+                     '</object>\n')
+    write_text(path, ''.join(parts) + '</annotation>\n')
 
 
 def _text(node: ET.Element | None, tag: str, path: str) -> str:
