@@ -103,13 +103,19 @@ def distort_hsv(img: np.ndarray, dhue: float, dsat: float, dexp: float) -> np.nd
     if dhue:
         h = hsv[..., 0]
         h += np.float32(dhue * 360.0)
-        # back into [0, 360): |dhue| < 1/2 turn, so one add or subtract is exact (np.mod is 7x slower)
-        np.add(h, np.float32(360.0), out=h, where=h < 0)
-        np.subtract(h, np.float32(360.0), out=h, where=h >= 360)
+        wrap_hue(h)
     hsv[..., 1] *= np.float32(dsat)
     hsv[..., 2] *= np.float32(dexp)
     rgb = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
     return np.clip(rgb, 0.0, 1.0, out=rgb)
+
+
+def wrap_hue(h: np.ndarray) -> np.ndarray:
+    """`np.mod(h, 360)` in place, bit for bit, for float32 hues in (-360, 720) (7x faster than np.mod)."""
+    # subtract first: a tiny negative hue plus 360 rounds to 360.0, which np.mod keeps, and so must we
+    np.subtract(h, np.float32(360.0), out=h, where=h >= 360)
+    np.add(h, np.float32(360.0), out=h, where=h < 0)
+    return h
 
 
 def build_pipeline(size: int, hyp: AugmentHyp) -> A.Compose:
