@@ -248,8 +248,7 @@ class Detector:
         if channels_last:
             net.to(memory_format=torch.channels_last)
         self.size = size or (net.width, net.height)
-        for v in self.size:
-            net.check_input_size(v)
+        net.check_input_size(*self.size)
         if half not in (None, 'fp16', 'bf16'):
             raise ValueError(f'half must be fp16 or bf16, got {half!r}')
         # autocast is for CUDA only: on CPU half precision is slower than fp32 on most processors

@@ -109,8 +109,7 @@ def main(argv: list[str] | None = None) -> Path:
         size = (net.width, net.height) if not args.img_size else (args.img_size[0], args.img_size[-1])
         if len(args.img_size or []) > 2:
             raise ValueError(f'--img-size {args.img_size}: give N or W H')
-        for v in size:
-            net.check_input_size(v)
+        net.check_input_size(*size)
         out = Path(args.out or Path(args.weights).with_suffix(FORMATS[args.format]))
         out.parent.mkdir(parents=True, exist_ok=True)
         meta = metadata(net, names, size)

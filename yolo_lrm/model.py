@@ -169,10 +169,11 @@ class Darknet(nn.Module):
         """Input pixels per output cell (32 for every YOLOv2 cfg)."""
         return self.height // self.info[-1].out_shape[1]
 
-    def check_input_size(self, size: int) -> None:
-        """Raise ValueError unless `size` (an input width or height) is a positive multiple of the stride."""
-        if size <= 0 or size % self.stride:
-            raise ValueError(f'input size {size} must be a positive multiple of the network stride {self.stride}')
+    def check_input_size(self, *sizes: int) -> None:
+        """Raise ValueError unless every size (an input width or height) is a positive multiple of the stride."""
+        for size in sizes:
+            if size <= 0 or size % self.stride:
+                raise ValueError(f'input size {size} must be a positive multiple of the network stride {self.stride}')
 
     def criterion(self):
         """The training loss for this network's `[region]`/`[lrm]` settings (see `yolo_lrm.loss`)."""
