@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLoss as exc:
         print(f'\nerror: {exc}', file=sys.stderr)
         return 1
-    except (CfgError, ValueError, FileNotFoundError) as exc:
+    except (CfgError, ValueError, OSError) as exc:  # OSError: a file in the way, no permission, ...
         print(f'error: {exc}', file=sys.stderr)
         return 2
     return 130 if result.reason == 'interrupted' else 0

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from yolo_lrm.data import DatasetError, ListDataset, collate, scan_dataset
+from yolo_lrm.data import DatasetError, ListDataset, collate, resolve_list, scan_dataset
+from yolo_lrm.data.scan import read_list
 
 
 def _image(path, w=40, h=30, value=100):
@@ -122,3 +123,12 @@ def test_undecodable_image_is_replaced_and_logged(tmp_path):
     image, _, path = ds[(0, 32)]
     assert path.endswith('b.png') and torch.isclose(image[:, 16, 16], torch.tensor(200 / 255)).all()
     assert 'a.png' in log.read_text()
+
+
+def test_list_file_with_a_utf8_bom_gives_clean_paths(tmp_path):
+    _image(tmp_path / 'images' / 'a.jpg')
+    _label(tmp_path / 'labels' / 'a.txt', '0 .5 .5 .1 .1\n')
+    (tmp_path / 'list.txt').write_bytes('\ufeffimages/a.jpg\nimages/a.jpg\n'.encode())
+    assert read_list(str(tmp_path / 'list.txt')) == ['images/a.jpg', 'images/a.jpg']
+    assert resolve_list(tmp_path / 'list.txt')[0] == str(tmp_path / 'images' / 'a.jpg')
+    assert scan_dataset(tmp_path / 'list.txt', 1).count('image_missing') == 0

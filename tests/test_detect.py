@@ -167,6 +167,49 @@ def test_video_with_batches(weights, tmp_path):
     cap.release()
 
 
+def write_video(path: Path, fourcc: str, frames: int) -> list[tuple[int, int]]:
+    """A 160x120 clip of one moving green square; returns its (x, y) per frame."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 10, (160, 120))
+    if not writer.isOpened():
+        pytest.skip(f'this OpenCV build cannot write {path.suffix} ({fourcc})')
+    truths = [(10 + 15 * i, 30 + 5 * i) for i in range(frames)]
+    for i, (x, y) in enumerate(truths):
+        writer.write(cv2.cvtColor(scene(160, 120, [(1, x, y, 48)], seed=i), cv2.COLOR_RGB2BGR))
+    writer.release()
+    return truths
+
+
+def frame_count(path: Path) -> int:
+    cap = cv2.VideoCapture(str(path))
+    assert cap.isOpened(), path
+    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    cap.release()
+    return n
+
+
+def test_mp4_video_is_written_as_mp4(weights, tmp_path, monkeypatch, capsys):
+    video = tmp_path / 'clip.mp4'
+    write_video(video, 'mp4v', 5)
+    summary = run_detect(weights, video, tmp_path / 'runs', '--batch', '2')
+    assert summary.frames == 5 and sorted(p.name for p in summary.save_dir.iterdir()) == ['clip.mp4']
+    assert frame_count(summary.save_dir / 'clip.mp4') == 5
+    # a build that cannot write mp4 falls back to MJPG in .avi, and says so
+    real = cv2.VideoWriter
+    monkeypatch.setattr(cv2, 'VideoWriter', lambda path, *a: real('', *a) if path.endswith('.mp4') else real(path, *a))
+    capsys.readouterr()
+    summary = run_detect(weights, video, tmp_path / 'runs', '--exist-ok')
+    assert frame_count(summary.save_dir / 'clip.avi') == 5
+    assert "cannot write .mp4" in capsys.readouterr().out
+
+
+def test_names_file_with_a_utf8_bom_reads_clean(tmp_path):
+    import argparse
+    from yolo_lrm.detect import resolve_names
+    (tmp_path / 'names').write_bytes('\ufeffred\ngreen\n'.encode())
+    args = argparse.Namespace(names=str(tmp_path / 'names'), data=None, weights='w.pt')
+    assert resolve_names(args, None, 2) == ['red', 'green']
+
+
 def test_folder_skips_corrupt_and_batching_is_exact(weights, tmp_path, capsys):
     folder = tmp_path / 'imgs'
     folder.mkdir()
@@ -228,7 +271,7 @@ def test_bad_options_exit_with_a_message(weights, tmp_path):
         with pytest.raises(SystemExit) as exc:
             run_detect(weights, src, tmp_path / 'runs', *extra)
         assert str(exc.value).startswith('error: ') and message in str(exc.value)
-    with pytest.raises(SystemExit, match='needs its cfg'):
+    with pytest.raises(SystemExit, match='needs its cfg: pass --cfg CFG'):
         run_detect(src, src, tmp_path / 'runs')  # not a .pt: taken as Darknet .weights, which need --cfg
     corrupt = tmp_path / 'corrupt.pt'
     corrupt.write_bytes(b'\x00' * 64)

@@ -84,9 +84,11 @@ def test_image_id_is_darknets_basecfg():
 # ------------------------------------------------------------------------------------------------ running a model
 def test_predict_list_is_detector_valid(net, images):
     net.train()
-    dets, sizes = run_list(net, images, batch_size=2, progress=False)
+    run = run_list(net, images, batch_size=2, progress=False)
+    dets = run.dets
     assert net.training  # the trainer's mode is restored
-    assert sizes == [(200, 150), (120, 160), (160, 160)]
+    assert run.sizes == [(200, 150), (120, 160), (160, 160)] and run.paths == images and run.index == [0, 1, 2]
+    assert run.skipped == []
     net.eval()
     for path, got in zip(images, dets):
         im = read_image(path)
@@ -200,3 +202,111 @@ def test_pr_plot(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, 'matplotlib', None)
     with pytest.raises(RuntimeError, match='PR plots need matplotlib'):
         plot_pr(res, tmp_path)
+
+
+# ---------------------------------------------------------------------------------------- unreadable images
+def add_broken_image(tmp_path, cls, annotations=False, kitti=False):
+    """A .jpg of garbage bytes whose label, XML and KITTI label each hold one object of class `cls`: scored, that
+    object would be a miss (and give class `cls` ground truth)."""
+    broken = tmp_path / 'images' / 'broken.jpg'
+    broken.write_bytes(b'\xff\xd8 this is not a jpeg' * 4)
+    (tmp_path / 'labels' / 'broken.txt').write_text(f'{cls} 0.5 0.5 0.4 0.4\n')
+    if annotations:
+        (tmp_path / 'Annotations' / 'broken.xml').write_text(
+            f'<annotation><object><name>{NAMES[cls]}</name><bndbox><xmin>10</xmin><ymin>10</ymin><xmax>60</xmax>'
+            '<ymax>60</ymax></bndbox></object></annotation>')
+    if kitti:
+        (tmp_path / 'label_2' / 'broken.txt').write_text(
+            f'{NAMES[cls]} 0.00 0 0 10.00 10.00 60.00 60.00 1.5 1.6 3.9 1 1.7 20 0\n')
+    return str(broken)
+
+
+def dataset_with_broken_image(tmp_path, net, images, gt):
+    """(.data whose valid list has a corrupt image between good ones, the same .data without it, its path, the class
+    only the corrupt image has)."""
+    boxes = [top_box(net, p) for p in images]
+    absent = next(c for c in range(len(NAMES)) if c not in {b[0] for b in boxes})
+    clean = write_dataset(tmp_path, images, boxes, annotations=gt == 'annotations', kitti=gt == 'kitti')
+    broken = add_broken_image(tmp_path, absent, annotations=gt == 'annotations', kitti=gt == 'kitti')
+    (tmp_path / 'with_broken.txt').write_text('\n'.join([images[0], broken, *images[1:]]) + '\n')
+    text = (tmp_path / 'x.data').read_text()
+    (tmp_path / 'broken.data').write_text(text.replace('valid=valid.txt', 'valid=with_broken.txt'))
+    return str(tmp_path / 'broken.data'), clean, broken, NAMES[absent]
+
+
+@pytest.mark.parametrize('gt, workers', [('labels', 0), ('labels', 2), ('annotations', 0), ('kitti', 0)])
+def test_unreadable_image_is_skipped_reported_and_not_scored(tmp_path, net, images, gt, workers):
+    data, clean, broken, absent = dataset_with_broken_image(tmp_path, net, images, gt)
+    metric = 'kitti' if gt == 'kitti' else ['voc07', 'area']
+    res = evaluate_model(net, data, metric, workers=workers, progress=False, out=str(tmp_path / 'res'))
+    want = evaluate_model(net, clean, metric, progress=False, out=str(tmp_path / 'want'))
+    assert len(res.skipped) == 1 and res.skipped[0].startswith(f'{broken}: cannot decode image')
+    assert want.skipped == [] and 'skipped' not in want.to_json()
+    assert res.to_json()['skipped'] == res.skipped
+    for got, ref in zip(res.rows(), want.rows()):  # the corrupt image's object is not a miss
+        assert got.label == ref.label and got.map == pytest.approx(ref.map, nan_ok=True)
+        assert got.per_class == pytest.approx(ref.per_class, nan_ok=True)
+    if gt != 'kitti':  # its class has no ground truth left: left out of the mean
+        assert math.isnan(res.per_class[absent])
+        assert not any('broken' in p.read_text() for p in (tmp_path / 'res').glob('comp4_det_test_*.txt'))
+    else:
+        assert not (tmp_path / 'res' / 'data' / 'broken.txt').exists()
+
+
+def test_predict_list_keeps_one_array_per_image(net, images, tmp_path, caplog):
+    broken = tmp_path / 'bad.jpg'
+    broken.write_bytes(b'garbage')
+    dets = predict_list(net, [images[0], str(broken), images[1]], progress=False, workers=2, batch_size=2)
+    assert [d.shape[1] for d in dets] == [6, 6, 6] and len(dets[0]) and len(dets[2]) and dets[1].shape == (0, 6)
+    assert f'{broken}: cannot decode image' in caplog.text
+    run = run_list(net, [images[0], str(broken), images[1]], progress=False)
+    assert run.paths == [images[0], images[1]] and run.index == [0, 2] and len(run.dets) == len(run.sizes) == 2
+    assert run.skipped == [f'{broken}: cannot decode image (7 bytes)']
+
+
+def test_every_image_unreadable_is_an_error_naming_the_list(tmp_path, net, images):
+    data, _, broken, _ = dataset_with_broken_image(tmp_path, net, images[:1], 'labels')
+    (tmp_path / 'with_broken.txt').write_text(broken + '\n')
+    with pytest.raises(ValueError, match=r'with_broken\.txt: none of the 1 images could be read'):
+        evaluate_model(net, data, progress=False, out=str(tmp_path / 'res'))
+
+
+def test_cli_warns_about_unreadable_images_and_succeeds(tmp_path, net, images, capsys):
+    data, _, broken, _ = dataset_with_broken_image(tmp_path, net, images, 'labels')
+    weights = tmp_path / 'm.pt'
+    save_checkpoint(model_checkpoint(net, NAMES), weights)
+    eval_main(['-', data, str(weights), '--out', str(tmp_path / 'out'), '--device', 'cpu', '--workers', '2'])
+    out, err = capsys.readouterr()
+    assert f'warning: skipped unreadable image {broken}: cannot decode image' in err
+    assert 'warning: 1 of 4 images in' in err and 'with_broken.txt could not be read' in err
+    assert out.splitlines()[1].split()[0] == 'voc07@0.5'
+    assert json.loads((tmp_path / 'out' / 'eval.json').read_text())['skipped'][0].startswith(broken)
+
+
+# --------------------------------------------------------------------------------------- metrics and messages
+def test_cli_model_form_takes_several_voc_metrics(tmp_path, net, images, capsys):
+    data = write_dataset(tmp_path, images, [top_box(net, p) for p in images])
+    weights = tmp_path / 'm.pt'
+    save_checkpoint(model_checkpoint(net, NAMES), weights)
+    eval_main(['-', data, str(weights), '--out', str(tmp_path / 'out'), '--device', 'cpu', '--workers', '0',
+               '--metric', 'voc07', 'area', '--iou', '0.5', '0.7'])
+    table = capsys.readouterr().out.splitlines()
+    assert [t.split()[0] for t in table[1:]] == ['voc07@0.5', 'area@0.5', 'voc07@0.7', 'area@0.7']
+    for alone in (['kitti', 'voc07'], ['area', 'kitti-voc']):
+        with pytest.raises(SystemExit) as exc:
+            eval_main(['-', data, str(weights), '--metric', *alone])
+        assert exc.value.code == 2
+        assert 'kitti and kitti-voc cannot be combined with other metrics' in capsys.readouterr().err
+    res = evaluate_model(net, data, ('area', 'voc07'), iou=[0.5], progress=False)
+    assert [r.label for r in res.rows()] == ['area@0.5', 'voc07@0.5']
+    with pytest.raises(ValueError, match='kitti-voc cannot be combined'):
+        evaluate_model(net, data, ['voc07', 'kitti-voc'], progress=False)
+
+
+def test_cli_model_form_darknet_weights_without_cfg_names_the_cfg_argument(tmp_path, net, images):
+    data = write_dataset(tmp_path, images[:1], [top_box(net, images[0])])
+    (tmp_path / 'm.weights').write_bytes(b'\0' * 64)
+    with pytest.raises(SystemExit) as exc:
+        eval_main(['-', data, str(tmp_path / 'm.weights'), '--device', 'cpu'])
+    message = str(exc.value)
+    assert 'm.weights' in message and 'first argument' in message and '--cfg' not in message

@@ -6,7 +6,7 @@ import pytest
 
 from yolo_lrm.evaluate import main as eval_main, score_voc, score_voc_files
 from yolo_lrm.voc_eval import (Detections, GroundTruth, class_ap, class_pr, load_voc_annotations, read_detections,
-                               read_image_set)
+                               read_image_set, read_names)
 
 
 # ------------------------------------------------------------------------------------------ plain-loop reference
@@ -272,3 +272,44 @@ def test_parity_with_reference_on_random_cases():
                 got = class_ap(pr, metric)
                 assert (math.isnan(want) and math.isnan(got)) or got == pytest.approx(want, abs=1e-12), \
                     (seed, thr, ge, metric)
+
+
+# ------------------------------------------------------------------------------------------------------ warnings
+def test_missing_result_file_of_a_class_with_gt_is_a_warning(voc_case, caplog, capsys):
+    res = score_voc_files(str(voc_case / 'Annotations'), ['a', 'b'], ['cat', 'cow', 'bird'],
+                          str(voc_case / 'res' / 'comp4_det_test_{}.txt'))
+    assert res.per_class['cow'] == 0.0 and math.isnan(res.per_class['bird'])  # the devkit's counting
+    missing = [r.getMessage() for r in caplog.records if 'no result file' in r.getMessage()]
+    assert missing == [f"{voc_case / 'res' / 'comp4_det_test_cow.txt'}: no result file for class 'cow', which has "
+                       f"1 ground-truth object: its AP counts as 0"]  # bird has no GT: no word
+    (voc_case / 'names2').write_text('cat\ncow\n')
+    eval_main(['voc', '--annotations', str(voc_case / 'Annotations'), '--image-set', str(voc_case / 'test.txt'),
+               '--names', str(voc_case / 'names2'), '--results', str(voc_case / 'res' / 'comp4_det_test_{}.txt')])
+    err = capsys.readouterr().err
+    assert "warning: " in err and "comp4_det_test_cow.txt: no result file for class 'cow'" in err
+
+
+def test_annotation_objects_of_unknown_classes_are_reported(voc_case, caplog):
+    write_xml(voc_case / 'Annotations' / 'c.xml', [('cow', 0, (1, 1, 5, 5)), ('cow', 1, (2, 2, 6, 6)),
+                                                   ('horse', 0, (1, 1, 5, 5))])
+    gt = load_voc_annotations(voc_case / 'Annotations', ['a', 'b', 'c'], ['cat', 'dog'])
+    assert gt.cls.tolist().count(-1) == 4
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2  # one per unknown class, the most frequent first
+    assert "3 objects of class 'cow'" in messages[0] and 'a.xml' in messages[0] and 'names file' in messages[0]
+    assert "1 object of class 'horse'" in messages[1] and 'c.xml' in messages[1]
+    caplog.clear()
+    load_voc_annotations(voc_case / 'Annotations', ['a', 'b'], ['cat', 'dog', 'cow'])
+    assert not caplog.records
+
+
+def test_text_files_with_a_utf8_bom_read_clean(voc_case):
+    (voc_case / 'bom_set.txt').write_bytes('\ufeffa\nb\n'.encode())
+    (voc_case / 'bom_names').write_bytes('\ufeffcat\ndog\n'.encode())
+    assert read_image_set(voc_case / 'bom_set.txt') == ['a', 'b']
+    assert read_names(voc_case / 'bom_names') == ['cat', 'dog']
+    (voc_case / 'res' / 'comp4_det_test_cat.txt').write_bytes('\ufeffa 0.9 1 1 10 10\n'.encode())
+    assert read_detections(voc_case / 'res' / 'comp4_det_test_cat.txt', {'a': 0}).image.tolist() == [0]
+    (voc_case / 'latin1.txt').write_bytes(b'caf\xe9\n')
+    with pytest.raises(ValueError, match=r'latin1\.txt: cannot read image set file'):
+        read_image_set(voc_case / 'latin1.txt')

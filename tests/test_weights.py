@@ -131,7 +131,7 @@ def test_partial_file_loads_the_first_layers_only(tmp_path):
         load_darknet_weights(net, tmp_path / 'a.weights')
     msg = str(err.value)
     assert 'a.weights' in msg and 'expected 1,184 bytes' in msg and 'file has 1,044 bytes' in msg
-    assert 'layer 3 (convolutional 5x6x1x1)' in msg and 'partial=True' in msg
+    assert 'layer 3 (convolutional 5x6x1x1)' in msg and 'give it to train.py as WEIGHTS' in msg  # no Python argument
     assert load_darknet_weights(net, tmp_path / 'a.weights', partial=True) == 2
     assert torch.equal(net.layers[2].conv.weight.flatten(), torch.from_numpy(recs[1][4]))
     assert torch.equal(net.layers[3].conv.weight, untouched)

@@ -31,6 +31,15 @@ def atomic_write(path: str | os.PathLike, write) -> None:
         raise
 
 
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[str]:
+    """Delete the temporary files of `atomic_write` in `folder` that a killed process left; returns their names.
+    Call only where no other process is writing (a run's own weights folder at its start)."""
+    stale = sorted(Path(folder).glob('.*.tmp'))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return [p.name for p in stale]
+
+
 def _default_mode() -> int:
     """0666 minus the process umask."""
     return 0o666 & ~_umask()
@@ -105,7 +114,7 @@ def load_model(weights: str | os.PathLike, cfg: str | os.PathLike | None = None,
         net, names = checkpoint_model(ckpt, weights, cfg, overrides), ckpt.get('names')
     else:
         if cfg is None:
-            raise CfgError(f'{weights}: a Darknet .weights file needs its cfg (pass --cfg)')
+            raise CfgError(f'{weights}: a Darknet .weights file holds no cfg; name the network\'s .cfg file too')
         from .weights import load_darknet_weights
         net = Darknet(cfg, overrides)
         load_darknet_weights(net, weights)

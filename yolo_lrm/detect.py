@@ -38,6 +38,9 @@ from .runlog import increment_dir
 VIDEO_EXTS = {'.avi', '.mp4', '.mkv', '.mov', '.m4v', '.mpg', '.mpeg', '.wmv', '.webm', '.flv', '.ts', '.3gp'}
 STREAM_SCHEMES = ('rtsp://', 'rtsps://', 'rtmp://', 'http://', 'https://', 'udp://', 'tcp://')
 DEFAULT_CONF = 0.25  # Darknet: `detector test` .5, `demo` .24; .25 keeps demo's recall with a round number
+# output video container -> fourcc, for sources in these containers; others (and cameras, streams) get MJPG in .avi,
+# which every OpenCV build, the headless wheel included, can write
+VIDEO_WRITERS = {'.mp4': 'mp4v', '.m4v': 'mp4v', '.mov': 'mp4v', '.mkv': 'MJPG', '.avi': 'MJPG'}
 
 
 class SourceError(ValueError):
@@ -402,13 +405,27 @@ class ResultWriter:
     def _video(self, stem: str, frame: Frame, canvas: np.ndarray) -> cv2.VideoWriter:
         if stem not in self.videos:
             h, w = canvas.shape[:2]
-            path = self.dir / f'{stem}.avi'
-            # MJPG/.avi: every OpenCV build (the headless wheel included) can write it
-            writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*'MJPG'), frame.fps or 25.0, (w, h))
-            if not writer.isOpened():
-                raise SourceError(f'{path}: cannot open a video writer')
-            self.videos[stem] = writer
+            ext = Path(frame.source.split('?', 1)[0]).suffix.lower() if not frame.source.isdigit() else ''
+            self.videos[stem] = open_video_writer(self.dir, stem, ext, frame.fps or 25.0, (w, h))
         return self.videos[stem]
+
+
+def open_video_writer(folder: Path, stem: str, ext: str, fps: float, size: tuple[int, int]) -> cv2.VideoWriter:
+    """A writer for `folder/stem` in the source's container `ext` where OpenCV writes it (`VIDEO_WRITERS`), else
+    MJPG in .avi; prints a line when a source's .mp4/.mov/... could not be kept."""
+    want = ext if ext in VIDEO_WRITERS else '.avi'
+    for suffix in dict.fromkeys((want, '.avi')):
+        path = folder / f'{stem}{suffix}'
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*VIDEO_WRITERS[suffix]), fps, size)
+        if writer.isOpened():
+            if suffix != want:
+                print(f'this OpenCV build cannot write {want} ({VIDEO_WRITERS[want]}): writing {path} (MJPG) '
+                      f'instead')
+            elif ext in VIDEO_EXTS and ext != suffix:
+                print(f'{ext} videos are written as {suffix} (MJPG): {path}')
+            return writer
+        writer.release()
+    raise SourceError(f'{path}: cannot open a video writer')
 
 
 def viewer_available() -> bool:
@@ -602,9 +619,12 @@ def resolve_names(args: argparse.Namespace, stored: list[str] | None, num_classe
     """Class names from --names, --data, the checkpoint, or `class<i>`; their number must match the network."""
     if args.names:
         try:
-            names = [ln.strip() for ln in Path(args.names).read_text().splitlines() if ln.strip()]
+            text = Path(args.names).read_text(encoding='utf-8-sig')  # -sig: a BOM would spoil the first name
         except OSError as exc:
             raise ValueError(f'{args.names}: cannot read names file ({exc.strerror})') from None
+        except UnicodeDecodeError as exc:
+            raise ValueError(f'{args.names}: cannot read names file (not UTF-8 text: {exc.reason})') from None
+        names = [ln.strip() for ln in text.splitlines() if ln.strip()]
         where = args.names
     elif args.data:
         names, where = parse_data(args.data).names(), args.data
@@ -634,6 +654,8 @@ def resolve_classes(items: list[str] | None, names: list[str]) -> list[int] | No
 
 def build_detector(args: argparse.Namespace) -> tuple[Detector, list[str]]:
     """Load the network named by the command line and wrap it for inference; returns it with the class names."""
+    if not args.cfg and not str(args.weights).endswith('.pt'):  # said here: load_model cannot name this option
+        raise ValueError(f'{args.weights}: a Darknet .weights file needs its cfg: pass --cfg CFG')
     device = resolve_device(args.device)
     torch.backends.cudnn.benchmark = device.type == 'cuda'  # fixed input shape: autotuned kernels pay off
     net, stored = load_model(args.weights, args.cfg, device=device)

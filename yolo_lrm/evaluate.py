@@ -3,7 +3,7 @@ the VOC or the official KITTI protocol, and report a per-class table (JSON, CSV,
 
 Command line (top-level `evaluate.py`):
 
-    python evaluate.py CFG DATA WEIGHTS [--metric voc07|area|kitti|kitti-voc] [--iou 0.5 ...] [--batch N]
+    python evaluate.py CFG DATA WEIGHTS [--metric voc07 area | kitti | kitti-voc] [--iou 0.5 ...] [--batch N]
                        [--device D] [--size N] [--out DIR] [--json OUT] [--csv OUT] [--plot DIR] [--iou-ge]
     python evaluate.py voc --annotations DIR --image-set FILE --names FILE --results "DIR/comp4_det_test_{}.txt"
                        [--metric voc07 area] [--iou 0.5 ...] [--iou-ge] [--json OUT] [--csv OUT] [--plot DIR]
@@ -14,8 +14,10 @@ unless CFG is `-`) over `valid=` of DATA and writes the result files into `--out
 `comp4_det_test_<class>.txt` for the VOC metrics, `data/<frame>.txt` for `kitti`, plus `eval.json`/`eval.csv`.
 Metrics: `voc07` (11-point, VOC2007, the default; `kitti` when DATA says `eval=kitti`), `area` (VOC2010+),
 `kitti-voc` (the LRM paper's KITTI table: VOC AP over the dataset's classes, 11-point and area) and `kitti` (the
-official KITTI 2D protocol, needs `kitti_labels=` in DATA).  VOC ground truth comes from `annotations=` (VOC XML)
-when DATA has it, else from the Darknet label files of the list (see `labels_ground_truth`).
+official KITTI 2D protocol, needs `kitti_labels=` in DATA); `voc07` and `area` may be given together (a row per
+metric at every IoU), `kitti` and `kitti-voc` only alone.  VOC ground truth comes from `annotations=` (VOC XML)
+when DATA has it, else from the Darknet label files of the list (see `labels_ground_truth`).  An image of the list
+that cannot be decoded is skipped with a warning, and left out of the scoring together with its ground truth.
 
 Inference is `detector valid`'s: letterbox, threshold .005 on objectness x class probability, class-wise NMS .45,
 boxes mapped back to the original image.  Result lines are Darknet's (`print_detector_detections`):
@@ -32,6 +34,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import math
 import os
 import sys
@@ -47,6 +50,7 @@ from torch.utils.data import DataLoader
 from .allocator import keep_freed_memory
 from .cfg import CfgError, DataCfg, parse_data
 from .data import LetterboxImages, collate_images, resolve_list
+from .data.dataset import Unreadable
 from .data.labels import parse_label_text
 from .data.scan import entry_label_path, read_list
 from .head import detect
@@ -59,18 +63,21 @@ DEFAULT_CONF = 0.005  # Darknet `detector valid`
 DEFAULT_NMS = 0.45
 METRICS = ('voc07', 'area', 'kitti', 'kitti-voc')
 RESULT_PREFIX = 'comp4_det_test_'
+log = logging.getLogger('yolo_lrm.eval')
 
 
 # ------------------------------------------------------------------------------------------------------ results
 @dataclass
 class EvalResult:
     """One row of AP values (fractions) per class; `also` holds the other rows of the same evaluation (another AP
-    flavour, IoU threshold or KITTI level).  `curves[class] = (recall, precision)` feeds the PR plots."""
+    flavour, IoU threshold or KITTI level).  `curves[class] = (recall, precision)` feeds the PR plots; `skipped`
+    names the images left out as unreadable."""
     metric: str
     iou: float | dict[str, float]
     per_class: dict[str, float]
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
     also: list['EvalResult'] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # images left out as unreadable: "path: reason"
 
     @property
     def map(self) -> float:
@@ -88,11 +95,14 @@ class EvalResult:
         return [self, *self.also]
 
     def to_json(self) -> dict:
-        """`{"metric", "iou", "per_class", "map"}` (+ `"also": [...]` for further rows); NaN becomes null."""
+        """`{"metric", "iou", "per_class", "map"}` (+ `"also": [...]` for further rows, `"skipped": [...]` for
+        unreadable images); NaN becomes null."""
         out = {'metric': self.metric, 'iou': self.iou, 'per_class': {k: _num(v) for k, v in self.per_class.items()},
                'map': _num(self.map)}
         if self.also:
             out['also'] = [r.to_json() for r in self.also]
+        if self.skipped:
+            out['skipped'] = list(self.skipped)
         return out
 
 
@@ -158,8 +168,9 @@ def plot_pr(result: EvalResult, out_dir: str | os.PathLike) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------------ scoring
-def score_voc(gt: GroundTruth, detections: Sequence[Detections], names: Sequence[str], metrics: Sequence[str] = ('voc07',),
-              ious: Sequence[float] = (0.5,), inclusive: bool = False) -> EvalResult:
+def score_voc(gt: GroundTruth, detections: Sequence[Detections], names: Sequence[str],
+              metrics: Sequence[str] = ('voc07',), ious: Sequence[float] = (0.5,),
+              inclusive: bool = False) -> EvalResult:
     """VOC AP rows (every metric at every IoU) from ground truth and per-class `voc_eval.Detections`."""
     rows = []
     for iou in ious:
@@ -176,7 +187,7 @@ def score_voc_files(annotations: str, image_set: str | Sequence[str], names: Seq
     """Score result files on disk (`results` = a template with `{}` for the class name) against VOC XML."""
     ids = read_image_set(image_set) if isinstance(image_set, (str, os.PathLike)) else list(image_set)
     gt = load_voc_annotations(annotations, ids, names)
-    return score_voc(gt, read_all_detections(results, names, ids), names, metrics, ious, inclusive)
+    return score_voc(gt, read_all_detections(results, names, ids, gt), names, metrics, ious, inclusive)
 
 
 def kitti_table(classes: dict[str, KittiClass]) -> EvalResult:
@@ -201,11 +212,22 @@ def image_id(path: str) -> str:
     return os.path.basename(path).split('.')[0]
 
 
+@dataclass
+class ListRun:
+    """What `run_list` made of an image list: per readable image, in list order, its path, position in the list,
+    detections (see `predict_list`) and original (w, h); the unreadable images as "path: reason"."""
+    paths: list[str]
+    index: list[int]
+    dets: list[np.ndarray]
+    sizes: list[tuple[int, int]]
+    skipped: list[str]
+
+
 def run_list(net, paths: Sequence[str], size: int | None = None, conf: float = DEFAULT_CONF,
              nms: float = DEFAULT_NMS, batch_size: int = 8, device: str | torch.device | None = None,
-             workers: int = 0, progress: bool = True) -> tuple[list[np.ndarray], list[tuple[int, int]]]:
-    """Detections per image (see `predict_list`) and the original (w, h) of each image.  The network keeps its
-    train/eval mode; `device` moves it there (default: where it is)."""
+             workers: int = 0, progress: bool = True) -> ListRun:
+    """Darknet's `detector valid` over a list; an image that cannot be decoded is skipped and named in `skipped`.
+    The network keeps its train/eval mode; `device` moves it there (default: where it is)."""
     size = size or net.width
     net.check_input_size(size)
     if device is not None:
@@ -220,29 +242,43 @@ def run_list(net, paths: Sequence[str], size: int | None = None, conf: float = D
     if progress:
         from tqdm import tqdm
         loader = tqdm(loader, desc='valid', unit='batch', leave=False)
+    readable: list[str] = []
     dets: list[np.ndarray] = []
     sizes: list[tuple[int, int]] = []
+    bad: list[Unreadable] = []
     was_training = net.training
     net.eval()
     try:
-        for images, _, batch_sizes in loader:
+        for images, batch_paths, batch_sizes, batch_bad in loader:
+            bad += batch_bad
+            if not batch_paths:  # every image of the batch was unreadable
+                continue
             with torch.inference_mode():
                 out = net(images.to(device, non_blocking=True))
                 batch = detect(out, anchors, conf, nms, net.region['loss'], max_det)
                 dets += [torch.cat((unletterbox(d[:, :4], w, h, size, size), d[:, 4:]), 1).cpu().numpy()
                          for d, (w, h) in zip(batch, batch_sizes)]
+            readable += batch_paths
             sizes += batch_sizes
     finally:
         net.train(was_training)
-    return dets, sizes
+    skipped = {b.index for b in bad}
+    return ListRun(readable, [i for i in range(len(paths)) if i not in skipped], dets, sizes, [str(b) for b in bad])
 
 
 def predict_list(net, paths: Sequence[str], size: int | None = None, conf: float = DEFAULT_CONF,
                  nms: float = DEFAULT_NMS, batch_size: int = 8, device: str | torch.device | None = None,
                  workers: int = 0, progress: bool = True) -> list[np.ndarray]:
-    """Darknet's `detector valid` over images: per image an (n, 6) float32 array `x1, y1, x2, y2, score, class`
-    in 0-based pixels of the original image (unclipped), best first."""
-    return run_list(net, paths, size, conf, nms, batch_size, device, workers, progress)[0]
+    """Darknet's `detector valid` over images: per image of `paths` an (n, 6) float32 array `x1, y1, x2, y2, score,
+    class` in 0-based pixels of the original image (unclipped), best first.  An image that cannot be decoded gets
+    an empty (0, 6) array and a logged warning (`run_list` tells the two apart)."""
+    run = run_list(net, paths, size, conf, nms, batch_size, device, workers, progress)
+    for reason in run.skipped:
+        log.warning('skipped unreadable image %s', reason)
+    out = [np.zeros((0, 6), np.float32) for _ in paths]
+    for i, d in zip(run.index, run.dets):
+        out[i] = d
+    return out
 
 
 # --------------------------------------------------------------------------------------------------- result files
@@ -303,8 +339,10 @@ def write_kitti_results(out_dir: str | os.PathLike, paths: Sequence[str], dets: 
 
 
 # --------------------------------------------------------------------------------------- validation of a .data
-def labels_ground_truth(list_path: str, sizes: Sequence[tuple[int, int]], names: Sequence[str]) -> GroundTruth:
-    """VOC ground truth from the Darknet label files of a list, for scoring when there is no XML.
+def labels_ground_truth(list_path: str, sizes: Sequence[tuple[int, int]], names: Sequence[str],
+                        keep: Sequence[int] | None = None) -> GroundTruth:
+    """VOC ground truth from the Darknet label files of a list (only its entries `keep`, if given; `sizes` has one
+    (w, h) per entry used), for scoring when there is no XML.
 
     Darknet's path rule finds each label file (`yolo_lrm.data.labels.label_path`).  A row `c cx cy w h` becomes the
     1-based pixel box `x1 = (cx - w/2) * W + 1`, `x2 = (cx + w/2) * W + 1` (y likewise), rounded to integers: the
@@ -313,13 +351,19 @@ def labels_ground_truth(list_path: str, sizes: Sequence[tuple[int, int]], names:
     scores are slightly below the XML-based ones."""
     base = os.path.dirname(os.path.abspath(list_path))
     entries = read_list(list_path)
+    if keep is not None:
+        entries = [entries[i] for i in keep]
+    if len(entries) != len(sizes):
+        raise ValueError(f'{list_path}: {len(entries)} images to score but {len(sizes)} image sizes')
     image, cls, boxes = [], [], []
     for i, (entry, (w, h)) in enumerate(zip(entries, sizes)):
         path = entry_label_path(base, entry)
         try:
-            text = Path(path).read_text()
+            text = Path(path).read_text(encoding='utf-8-sig')  # -sig: a BOM would spoil the first class id
         except OSError as exc:
             raise ValueError(f'{path}: cannot read the label file of {entry} ({exc.strerror})') from None
+        except UnicodeDecodeError as exc:
+            raise ValueError(f'{path}: the label file of {entry} is not UTF-8 text ({exc.reason})') from None
         rows, lines, bad = parse_label_text(text)
         if bad:
             raise ValueError(f'{path}:{bad[0][0]}: expected "class cx cy w h", got {bad[0][1]!r}')
@@ -338,18 +382,32 @@ def labels_ground_truth(list_path: str, sizes: Sequence[tuple[int, int]], names:
                        np.zeros(sum(map(len, image)), bool))
 
 
-def evaluate_model(net, data_cfg: str | os.PathLike | DataCfg, metric: str = 'voc07',
+def check_metrics(metric: str | Sequence[str]) -> list[str]:
+    """`metric` as a list without repeats: VOC metrics (`voc07`, `area`) in any number, `kitti` or `kitti-voc` alone."""
+    metrics = [metric] if isinstance(metric, str) else list(dict.fromkeys(metric))
+    if not metrics:
+        raise ValueError(f'no metric given (one of {", ".join(METRICS)})')
+    for m in metrics:
+        if m not in METRICS:
+            raise ValueError(f'metric must be one of {", ".join(METRICS)}, got {m!r}')
+        if m in ('kitti', 'kitti-voc') and len(metrics) > 1:  # their rows are not VOC rows at each IoU
+            raise ValueError(f'metric {m} cannot be combined with other metrics, got {" ".join(metrics)}')
+    return metrics
+
+
+def evaluate_model(net, data_cfg: str | os.PathLike | DataCfg, metric: str | Sequence[str] = 'voc07',
                    iou: float | Sequence[float] = 0.5, names: Sequence[str] | None = None, size: int | None = None,
                    batch_size: int = 8, device: str | torch.device | None = None, out: str | None = None,
                    workers: int = 0, inclusive: bool = False, progress: bool = True) -> EvalResult:
     """Run the network over `valid=` of a `.data` file, write the result files into `out` (a temporary folder if
-    None) and score them: the headline row is `metric` at the first IoU (VOC07 11-point @ .5 by default)."""
-    if metric not in METRICS:
-        raise ValueError(f'metric must be one of {", ".join(METRICS)}, got {metric!r}')
+    None) and score them: a row per metric at every IoU, the headline row being the first metric at the first IoU
+    (VOC07 11-point @ .5 by default).  Images that cannot be decoded are left out of the scoring, their ground
+    truth included, and listed in `result.skipped`; a ValueError if no image can be read."""
+    metrics = check_metrics(metric)
     data = data_cfg if isinstance(data_cfg, DataCfg) else parse_data(data_cfg)
     if not data['valid']:
         raise CfgError(f'{data.path}: no valid= list to evaluate')
-    if metric == 'kitti' and not data['kitti_labels']:
+    if metrics == ['kitti'] and not data['kitti_labels']:
         raise CfgError(f'{data.path}: metric kitti needs kitti_labels= (the KITTI label_2 folder)')
     names = list(names or data.names())
     if len(names) != net.num_classes:
@@ -357,20 +415,28 @@ def evaluate_model(net, data_cfg: str | os.PathLike | DataCfg, metric: str = 'vo
     paths = resolve_list(data['valid'])
     if not paths:
         raise ValueError(f'{data["valid"]}: the image list is empty')
-    ids = _unique_ids(paths)  # before the long run: two images with one id would mix their result lines
-    dets, sizes = run_list(net, paths, size, batch_size=batch_size, device=device, workers=workers,
-                           progress=progress)
+    _unique_ids(paths)  # before the long run: two images with one id would mix their result lines
+    run = run_list(net, paths, size, batch_size=batch_size, device=device, workers=workers, progress=progress)
+    if not run.paths:
+        raise ValueError(f'{data["valid"]}: none of the {len(paths)} images could be read ({run.skipped[0]})')
+    ious = [iou] if isinstance(iou, (int, float)) else list(iou)
     with tempfile.TemporaryDirectory(prefix='yolo_lrm_eval_') as tmp:
-        folder = out or tmp
-        if metric == 'kitti':
-            write_kitti_results(os.path.join(folder, 'data'), paths, dets, sizes, names)
-            return score_kitti_dirs(data['kitti_labels'], os.path.join(folder, 'data'), ids)
-        template = write_voc_results(folder, paths, dets, sizes, names)
-        gt = load_voc_annotations(data['annotations'], ids, names) if data['annotations'] else \
-            labels_ground_truth(data['valid'], sizes, names)
-        metrics = ('voc07', 'area') if metric == 'kitti-voc' else (metric,)
-        ious = [iou] if isinstance(iou, (int, float)) else list(iou)
-        return score_voc(gt, read_all_detections(template, names, ids), names, metrics, ious, inclusive)
+        result = _score_run(run, data, names, metrics, ious, inclusive, out or tmp)
+    return replace(result, skipped=run.skipped)
+
+
+def _score_run(run: ListRun, data: DataCfg, names: list[str], metrics: list[str], ious: list[float],
+               inclusive: bool, folder: str) -> EvalResult:
+    """Write the result files of the readable images and score them against the ground truth of those alone."""
+    ids = _unique_ids(run.paths)
+    if metrics == ['kitti']:
+        write_kitti_results(os.path.join(folder, 'data'), run.paths, run.dets, run.sizes, names)
+        return score_kitti_dirs(data['kitti_labels'], os.path.join(folder, 'data'), ids)
+    template = write_voc_results(folder, run.paths, run.dets, run.sizes, names)
+    gt = load_voc_annotations(data['annotations'], ids, names) if data['annotations'] else \
+        labels_ground_truth(data['valid'], run.sizes, names, run.index)
+    voc_metrics = ['voc07', 'area'] if metrics == ['kitti-voc'] else metrics
+    return score_voc(gt, read_all_detections(template, names, ids, gt), names, voc_metrics, ious, inclusive)
 
 
 # ------------------------------------------------------------------------------------------------- command line
@@ -422,7 +488,9 @@ def _main_model(argv: list[str]) -> None:
     ap.add_argument('cfg', help="network cfg ('-' to use the cfg embedded in a .pt)")
     ap.add_argument('data', help='.data file (valid=, names=, annotations= or kitti_labels=)')
     ap.add_argument('weights', help='Darknet .weights or yolo_lrm .pt')
-    ap.add_argument('--metric', choices=METRICS, help='default: kitti if the .data says eval=kitti, else voc07')
+    ap.add_argument('--metric', nargs='+', choices=METRICS,
+                    help='voc07 and/or area, or kitti or kitti-voc alone (default: kitti if the .data says '
+                         'eval=kitti, else voc07)')
     ap.add_argument('--iou', nargs='+', type=float, default=[0.5], help='IoU thresholds (VOC metrics)')
     ap.add_argument('--iou-ge', action='store_true', help="IoU >= threshold (official MATLAB devkit) instead of >")
     ap.add_argument('--batch', type=int, default=8)
@@ -433,24 +501,46 @@ def _main_model(argv: list[str]) -> None:
     ap.add_argument('--set', nargs='*', default=[], metavar='SECTION.KEY=VALUE', help='cfg overrides')
     _output_args(ap)
     a = ap.parse_args(argv)
+    if a.metric and len(a.metric) > 1 and {'kitti', 'kitti-voc'} & set(a.metric):
+        ap.error('--metric: kitti and kitti-voc cannot be combined with other metrics')
+    if a.cfg == '-' and not a.weights.endswith('.pt'):  # said here: load_model cannot name this command's CFG
+        raise CfgError(f'{a.weights}: a Darknet .weights file needs its cfg: give the cfg file as the first '
+                       f'argument (CFG) instead of -')
     from .checkpoint import load_model
     data = parse_data(a.data)
-    metric = a.metric or ('kitti' if data['eval'] == 'kitti' else 'voc07')
+    metrics = a.metric or ['kitti' if data['eval'] == 'kitti' else 'voc07']
     net, ckpt_names = load_model(a.weights, None if a.cfg == '-' else a.cfg, a.set, a.device)
     out = a.out or data['results']
-    result = evaluate_model(net, data, metric, a.iou, names=None if data['names'] else ckpt_names, size=a.size,
+    result = evaluate_model(net, data, metrics, a.iou, names=None if data['names'] else ckpt_names, size=a.size,
                             batch_size=a.batch, out=out, workers=a.workers, inclusive=a.iou_ge)
+    _warn_skipped(result.skipped, data['valid'])
     _report(result, a.json or os.path.join(out, 'eval.json'), a.csv or os.path.join(out, 'eval.csv'), a.plot)
+
+
+def _warn_skipped(skipped: Sequence[str], list_path: str) -> None:
+    for reason in skipped:
+        print(f'warning: skipped unreadable image {reason}', file=sys.stderr)
+    if skipped:
+        total = len(resolve_list(list_path))
+        print(f'warning: {len(skipped)} of {total} images in {list_path} could not be read; they and their ground '
+              f'truth are left out of the scores', file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> None:
     """`evaluate.py` entry point (see the module docstring)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     commands = {'voc': _main_voc, 'kitti': _main_kitti}
+    # the package's logged warnings (missing result files, unknown classes) go to stderr as `warning: ...`
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter('warning: %(message)s'))
+    handler.setLevel(logging.WARNING)
+    logging.getLogger('yolo_lrm').addHandler(handler)
     try:
         commands.get(argv[0] if argv else '', _main_model)(argv[1:] if argv and argv[0] in commands else argv)
     except (ValueError, OSError, RuntimeError) as exc:  # CfgError and the readers' errors are ValueErrors
         raise SystemExit(f'error: {exc}') from None
+    finally:
+        logging.getLogger('yolo_lrm').removeHandler(handler)
 
 
 if __name__ == '__main__':

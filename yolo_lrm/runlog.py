@@ -25,28 +25,62 @@ _PLOTTED = ('loss', 'coord', 'obj', 'noobj', 'cls', 'prior', 'iou', 'recall50', 
 def increment_dir(path: str | os.PathLike, exist_ok: bool = False) -> Path:
     """`runs/train/exp` (or `runs/detect/exp`), then `exp2`, `exp3`, ... (the first that does not exist), created."""
     path = Path(path)
+    check_parent_dir(path.parent, f'the parent folder of {path.name}')
     if not exist_ok and path.exists():
         n = 2
         while (path.parent / f'{path.name}{n}').exists():
             n += 1
         path = path.parent / f'{path.name}{n}'
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f'{path}: exists and is not a folder')
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
-class RunLog:
-    """Messages to the console (above the progress bar) and to `train.log` in the run directory."""
+def check_parent_dir(path: str | os.PathLike, what: str) -> None:
+    """Fail now, naming `what`, when folder `path` could not be created or written (a file in the way, no
+    permission); creates nothing."""
+    path = Path(os.path.abspath(path))
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise NotADirectoryError(f'{what} {path}: {existing} is a file, not a folder')
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f'{what} {path}: {existing} is not writable')
 
-    def __init__(self, path: Path | None, echo: bool = True):
+
+RUN_FILES = ('weights/last.pt', 'weights/best.pt', 'results.csv')
+
+
+def previous_run(folder: str | os.PathLike) -> str | None:
+    """What shows that `folder` holds a training run already (its files, named), or None."""
+    found = [f for f in RUN_FILES if Path(folder, f).exists()]
+    return ', '.join(found) if found else None
+
+
+class RunLog:
+    """Messages to the console (above the progress bar) and to `train.log` in the run directory.  Until `attach`
+    names the file, messages are kept and then written first: the run directory is made only once inputs are valid."""
+
+    def __init__(self, path: Path | None = None, echo: bool = True):
         self.path, self.echo = path, echo
+        self._pending: list[str] = []
+
+    def attach(self, path: Path) -> None:
+        """From now on append to `path`, starting with the messages so far."""
+        self.path = path
+        with open(path, 'a') as f:
+            f.writelines(m + '\n' for m in self._pending)
+        self._pending.clear()
 
     def info(self, message: str) -> None:
         """Print and append to the log file."""
         if self.echo:
             tqdm.write(message)
-        if self.path is not None:
-            with open(self.path, 'a') as f:
-                f.write(message + '\n')
+        if self.path is None:
+            self._pending.append(message)
+            return
+        with open(self.path, 'a') as f:
+            f.write(message + '\n')
 
 
 class Meter:

@@ -21,7 +21,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import multiprocessing
 import os
 import signal
 import threading
@@ -31,17 +30,17 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from . import distributed as dist_utils
 from .allocator import keep_freed_memory
 from .cfg import CfgError, apply_overrides, parse_cfg, parse_cfg_text, parse_data
-from .checkpoint import (load_checkpoint, load_weights, model_checkpoint, rng_state, save_checkpoint,
-                         set_rng_state)
+from .checkpoint import (load_checkpoint, load_weights, model_checkpoint, remove_stale_temporaries, rng_state,
+                         save_checkpoint, set_rng_state)
 from .model import Darknet
 from .optim import build_optimizer, loss_scale, set_learning_rate
-from .runlog import Meter, ResultsCsv, RunLog, increment_dir, plot_results
+from .data.loader import close_batches, default_workers, train_loader
+from .runlog import Meter, ResultsCsv, RunLog, check_parent_dir, increment_dir, plot_results, previous_run
 from .schedule import current_batch, learning_rate, schedule_warnings
 
 TERMS = ('coord', 'obj', 'noobj', 'cls', 'prior')
@@ -75,7 +74,7 @@ class TrainArgs:
     resume: str | None = None
     clear: bool = False
     device: str = ''
-    workers: int = 4
+    workers: int = field(default_factory=default_workers)
     seed: int = 0
     deterministic: bool = False
     amp: str = 'off'                                   # off | bf16 | fp16 (CUDA only)
@@ -132,13 +131,6 @@ def find_resume_checkpoint(spec: str, project: str) -> Path:
     return found[-1]
 
 
-def _ignore_stop_signals(_worker_id: int) -> None:
-    # Ctrl-C (and a SIGTERM to the process group) reaches the loader workers too; the main process finishes the
-    # update and saves, so the workers must survive it.  They still exit when the main process does.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
 class _StopRequest:
     """SIGINT/SIGTERM set a flag that the loop reads after each update; a second Ctrl-C interrupts at once."""
 
@@ -164,6 +156,15 @@ class _StopRequest:
             signal.signal(sig, handler)
 
 
+@contextlib.contextmanager
+def _closing_batches(batches: Iterator) -> Iterator[None]:
+    """Stop the loader's worker processes when the loop ends, however it ends."""
+    try:
+        yield
+    finally:
+        close_batches(batches)
+
+
 class Trainer:
     """One training run: `Trainer(args).run()`.  See the module docstring for what it does and writes."""
 
@@ -172,21 +173,18 @@ class Trainer:
         self.device = self.dist.device
         if self.device.type == 'cpu':
             keep_freed_memory()
+        self.log = RunLog(echo=self.dist.main)   # written to the run directory once it exists
         ckpt = self._resolve_run(args)
         self._setup_determinism()
-        self.names = self.data.names()
-        self.log.info(f'yolo_lrm train: {self.run_dir}  device {self.device}'
-                      + (f' x {self.dist.world_size} processes' if self.dist.enabled else ''))
         self._build_data()
         self._build_model(ckpt)
         self._check_schedule()
+        self._open_run_dir()                     # only now: every input has been read and checked
         self._build_loader()
-        if self.dist.main:
-            self._write_run_files()
 
     # ------------------------------------------------------------------------------------------------ setup
     def _resolve_run(self, args: TrainArgs) -> dict | None:
-        """Fresh run: parse cfg/data and create the run dir.  Resume: everything from the checkpoint."""
+        """Fresh run: parse cfg and data.  Resume: everything from the checkpoint.  Creates nothing on disk."""
         ckpt = None
         if args.resume is not None:
             path = find_resume_checkpoint(args.resume, args.project)
@@ -209,14 +207,6 @@ class Trainer:
             self.run_dir = None
         self.data = parse_data(self.args.data)
         self._check_inputs()
-        if self.run_dir is None:
-            name = increment_dir(Path(self.args.project) / self.args.name, self.args.exist_ok) if self.dist.main \
-                else None
-            self.run_dir = Path(dist_utils.broadcast_object(str(name) if name else None, self.dist))
-        self.weights_dir = self.run_dir / 'weights'
-        if self.dist.main:
-            self.weights_dir.mkdir(parents=True, exist_ok=True)
-        self.log = RunLog(self.run_dir / 'train.log' if self.dist.main else None, echo=self.dist.main)
         return ckpt
 
     def _check_inputs(self) -> None:
@@ -238,6 +228,21 @@ class Trainer:
                              'no CPU implementation')
         if a.amp not in ('off', 'bf16', 'fp16'):
             raise ValueError(f'--amp {a.amp}: expected off, bf16 or fp16')
+        if a.resume is None:
+            self._check_run_location()
+        if self._backup_dir() is not None:
+            check_parent_dir(self._backup_dir(), '--backup (Darknet backups)' if a.backup else
+                             f'backup= of {self.data.path} (Darknet backups; --backup DIR or none changes it)')
+
+    def _check_run_location(self) -> None:
+        """--project must be a folder we can write; --exist-ok must not reuse a folder that holds a run."""
+        project, a = Path(self.args.project), self.args
+        check_parent_dir(project, '--project')
+        target = project / a.name
+        held = previous_run(target) if a.exist_ok else None
+        if held:
+            raise FileExistsError(f'--exist-ok {target}: holds a training run already ({held}); continue it with '
+                                  f'--resume {target}, choose another --name, or delete the folder first')
 
     def _setup_determinism(self) -> None:
         a = self.args
@@ -251,31 +256,44 @@ class Trainer:
         torch.manual_seed(a.seed)  # same on every process: identical initial weights
 
     def _build_data(self) -> None:
-        from .data import ListDataset, hyp_from_cfg, prepare_data
+        """Generate a built-in dataset if asked, read the names, scan the train= and valid= lists."""
+        from .data import ListDataset, hyp_from_cfg, prepare_data, scan_dataset
         if not self.data['train']:
             raise CfgError(f'{self.data.path}: no train= list')
-        log_file = self.run_dir / 'dataset-scan.log' if self.dist.main else None
 
-        def scan() -> ListDataset:
-            return ListDataset(self.data['train'], self.data.classes, augment=self.args.augment,
-                               hyp=hyp_from_cfg(self.cfg), max_truths=self.cfg.region['max'],
-                               cache_dir=self.args.cache_dir, log_file=log_file)
+        def scan() -> None:
+            self.dataset = ListDataset(self.data['train'], self.data.classes, augment=self.args.augment,
+                                       hyp=hyp_from_cfg(self.cfg), max_truths=self.cfg.region['max'],
+                                       cache_dir=self.args.cache_dir)
+            self.valid_report = scan_dataset(self.data['valid'], self.data.classes, self.args.cache_dir) \
+                if self.data['valid'] else None
 
-        # rank 0 first: it generates a built-in dataset and writes the scan cache that the others then read
+        # rank 0 first: it generates a built-in dataset and writes the scan caches that the others then read
         if self.dist.main:
             prepare_data(self.data)
-            self.dataset = scan()
+            scan()
         dist_utils.barrier(self.dist)
         if not self.dist.main:
-            self.dataset = scan()
-        self.log.info(f'train: {len(self.dataset)} images from {self.data["train"]} '
-                      f'({len(self.dataset.report.issues)} issues, see {log_file.name if log_file else "rank 0"})')
+            scan()
+        self.names = self.data.names()
+        self._check_valid_list()
         if self.args.epochs is not None and self.args.resume is None:
             if self.args.epochs <= 0:
                 raise ValueError(f'--epochs must be positive, got {self.args.epochs}')
             updates = math.ceil(self.args.epochs * len(self.dataset) / self.batch)
             apply_overrides(self.cfg, [f'net.max_batches={updates}'])
             self.log.info(f'--epochs {self.args.epochs}: {updates} updates of {self.batch} images')
+
+    def _check_valid_list(self) -> None:
+        """The valid= list is scanned like train=: wrong class ids stop the run; unusable images are skipped."""
+        report = self.valid_report
+        if report is None:
+            return
+        report.raise_errors()
+        if not report.images:
+            raise CfgError(f'{self.data.path}: valid= {self.data["valid"]}: no usable images out of '
+                           f'{report.entries} entries (see the issues below)\n' +
+                           '\n'.join(f'  {issue}' for issue in report.issues[:10]))
 
     def _build_model(self, ckpt: dict | None) -> None:
         self.max_batches = self.cfg.net['max_batches']
@@ -285,6 +303,7 @@ class Trainer:
         self.crit = self.net.criterion()   # a cfg without [region] fails here, naming the file
         self.best_map, self.bad_evals, self.train_time, self.last_saved = None, 0, 0.0, None
         self._stop: _StopRequest | None = None
+        self._skipped_valid: set[str] = set()
         amp = self.args.amp if self.device.type == 'cuda' else 'off'
         if self.args.amp != 'off' and amp == 'off':
             self.log.info(f'--amp {self.args.amp}: mixed precision needs CUDA; training in float32 on {self.device}')
@@ -368,6 +387,36 @@ class Trainer:
             self.log.info(f'warning: {message}')
         learning_rate(n, max(1, self.update))
 
+    def _open_run_dir(self) -> None:
+        """Create (fresh run) the run directory, then write the log so far, the scan logs and the run files."""
+        if self.run_dir is None:
+            name = increment_dir(Path(self.args.project) / self.args.name, self.args.exist_ok) if self.dist.main \
+                else None
+            self.run_dir = Path(dist_utils.broadcast_object(str(name) if name else None, self.dist))
+        self.weights_dir = self.run_dir / 'weights'
+        if not self.dist.main:
+            return
+        self.weights_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.weights_dir)  # left by a kill during a save
+        self.log.attach(self.run_dir / 'train.log')
+        self.log.info(f'yolo_lrm train: {self.run_dir}  device {self.device}'
+                      + (f' x {self.dist.world_size} processes' if self.dist.enabled else ''))
+        self._write_scan_log()
+        self._write_run_files()
+
+    def _write_scan_log(self) -> None:
+        """dataset-scan.log: the issues of train= and valid=; later undecodable images are appended to it."""
+        path = self.run_dir / 'dataset-scan.log'
+        self.dataset.report.write_log(path)
+        self.dataset.log_file = str(path)  # before the loader copies the dataset into its workers
+        lists = [('train', self.dataset.report)]
+        if self.valid_report is not None:
+            self.valid_report.write_log(path, append=True)
+            lists.append(('valid', self.valid_report))
+        for what, report in lists:
+            self.log.info(f'{what}: {len(report.images)} images from {self.data[what]} ({len(report.issues)} '
+                          f'issues{", see " + path.name if report.issues else ""})')
+
     def _build_loader(self) -> None:
         from .data import MultiScaleBatchSampler, collate
         region = self.cfg.region
@@ -375,15 +424,8 @@ class Trainer:
             len(self.dataset), self.local_minibatch, self.subdivisions, self.args.seed, bool(region['random']),
             self.cfg.net['width'], self.max_batches, self.dist.rank, self.dist.world_size,
             start_minibatch=self.update * self.subdivisions)
-        workers = self.args.workers
-        # workers start from a clean forkserver, not a fork of this process: a fork inherits OpenCV's thread pool
-        # in whatever state the main process left it (it deadlocks when the worker reconfigures it)
-        context = None if not workers else \
-            'forkserver' if 'forkserver' in multiprocessing.get_all_start_methods() else 'spawn'
-        self.loader = DataLoader(self.dataset, batch_sampler=self.sampler, collate_fn=collate, num_workers=workers,
-                                 pin_memory=self.device.type == 'cuda', multiprocessing_context=context,
-                                 worker_init_fn=_ignore_stop_signals if workers else None,
-                                 prefetch_factor=4 if workers else None)
+        self.loader = train_loader(self.dataset, self.sampler, collate, self.args.workers,
+                                   pin_memory=self.device.type == 'cuda')
 
     def _write_run_files(self) -> None:
         cfg_name = Path(self.args.cfg or 'model.cfg').name
@@ -406,7 +448,7 @@ class Trainer:
         batches = iter(self.loader)
         bar = tqdm(total=self.max_batches, initial=self.update, disable=not self.dist.main, unit='update',
                    dynamic_ncols=True, mininterval=1.0)
-        with _StopRequest() as self._stop, contextlib.closing(bar):
+        with _StopRequest() as self._stop, contextlib.closing(bar), _closing_batches(batches):
             while self.update < self.max_batches:
                 t0 = time.perf_counter()
                 values = self.train_update(batches)
@@ -420,7 +462,7 @@ class Trainer:
                 final = k == self.max_batches
                 evaluate = k % interval == 0 or final
                 if evaluate:
-                    last_map = self._evaluate_and_log(meter)
+                    last_map = self._evaluate_or_save(meter)
                     meter.reset()
                     if a.patience and self.bad_evals >= a.patience:
                         reason = 'early-stop'
@@ -531,6 +573,17 @@ class Trainer:
         return text
 
     # ---------------------------------------------------------------------------------- evaluation and files
+    def _evaluate_or_save(self, meter: Meter) -> float | None:
+        """`_evaluate_and_log`; if the evaluation fails, the update it followed is saved before the error goes on."""
+        try:
+            return self._evaluate_and_log(meter)
+        except Exception:
+            if self.dist.main:  # no barrier: the other processes wait in the broadcast of the mAP
+                save_checkpoint(self._checkpoint(), self.weights_dir / 'last.pt')
+            self.log.info(f'evaluation failed after update {self.update}; weights/last.pt holds that update '
+                          f'(continue with: python train.py --resume {self.run_dir})')
+            raise
+
     def _evaluate_and_log(self, meter: Meter) -> float | None:
         """Validation mAP on rank 0 (others wait), results.csv row, best.pt; returns the mAP (None: no valid=)."""
         map50 = self._validation_map() if self.dist.main else None
@@ -558,7 +611,19 @@ class Trainer:
         from .evaluate import evaluate_model  # restores train mode itself
         result = evaluate_model(self.net, self.data, metric=self.args.eval_metric, iou=0.5, names=self.names,
                                 batch_size=self.args.eval_batch, workers=self.args.workers, progress=True)
+        self._note_skipped(result.skipped)
         return float(result.map)
+
+    def _note_skipped(self, skipped: list[str]) -> None:
+        """Validation images that could not be decoded: said once each, and added to the scan log."""
+        new = [s for s in skipped if s not in self._skipped_valid]
+        if not new:
+            return
+        self._skipped_valid.update(new)
+        with open(self.run_dir / 'dataset-scan.log', 'a') as f:
+            f.writelines(f'image_undecodable\t{s} (valid=: left out of the mAP)\n' for s in new)
+        self.log.info(f'valid: {len(new)} image(s) could not be decoded and are left out of the mAP '
+                      f'(see dataset-scan.log)')
 
     def _checkpoint(self, weights_only: bool = False) -> dict[str, Any]:
         extra: dict[str, Any] = {'update': self.update, 'best_map': self.best_map,
@@ -581,9 +646,9 @@ class Trainer:
         10N and every 100N after (N = save_interval; Darknet: 100, below 1000, every 10000), `<cfg>_final.weights`;
         nothing when `--backup` is ''."""
         from .weights import save_darknet_weights
-        if self.args.backup == '':
+        folder = self._backup_dir()
+        if folder is None:
             return
-        folder = Path((self.data['backup'] or 'backup') if self.args.backup is None else self.args.backup)
         k, n = self.update, self.args.save_interval
         stem = Path(self.args.cfg or 'model.cfg').stem
         folder.mkdir(parents=True, exist_ok=True)
@@ -592,6 +657,12 @@ class Trainer:
             save_darknet_weights(self.net, folder / f'{stem}_{k}.weights')
         if final:
             save_darknet_weights(self.net, folder / f'{stem}_final.weights')
+
+    def _backup_dir(self) -> Path | None:
+        """Where Darknet's backups go: `--backup`, else the data file's `backup=` (default `backup`); None: nowhere."""
+        if self.args.backup == '':
+            return None
+        return Path((self.data['backup'] or 'backup') if self.args.backup is None else self.args.backup)
 
     def _finish(self, reason: str, last_map: float | None) -> TrainResult:
         if self.dist.main:

@@ -12,8 +12,9 @@ Rules (see ../shared/docs/evaluation-protocols.md §1):
   GT); on a difficult one it is ignored; below the threshold it is a FP.
 - AP: `voc07` = 11-point with thresholds exactly `np.arange(0, 1.1, 0.1)` (so recall 0.3 does not reach the
   0.30000000000000004 step); `area` = VOC2010+ area under the monotone precision envelope.
-- An empty or missing result file gives AP 0 for a class with GT (the reference crashes on an empty file).  A class
-  without non-difficult GT has AP NaN and is left out of the mean (the reference divides by zero there).
+- An empty or missing result file gives AP 0 for a class with GT (the reference crashes on an empty file); a missing
+  one is logged as a warning then.  A class without non-difficult GT has AP NaN and is left out of the mean (the
+  reference divides by zero there).  Objects of classes not in the class list are ignored, with a warning per class.
 
 Speed: the best GT of a detection does not depend on earlier matches, so matching is a pure function: a
 detection is a TP iff its best GT is non-difficult, the IoU passes, and no higher-ranked detection has the same best
@@ -21,8 +22,10 @@ GT.  Everything is array operations; there is no loop over detections or images.
 """
 from __future__ import annotations
 
+import logging
 import os
 import xml.etree.ElementTree as ET
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -30,6 +33,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 VOC07_THRESHOLDS = np.arange(0., 1.1, 0.1)  # the reference's steps, float error included
+log = logging.getLogger('yolo_lrm.eval')
 
 
 @dataclass
@@ -91,9 +95,11 @@ def read_names(path: str | os.PathLike) -> list[str]:
 
 def _read_text(path: str | os.PathLike, what: str) -> str:
     try:
-        return Path(path).read_text()
+        return Path(path).read_text(encoding='utf-8-sig')  # -sig: a BOM would become part of the first entry
     except OSError as exc:
         raise ValueError(f'{path}: cannot read {what} file ({exc.strerror})') from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f'{path}: cannot read {what} file (not UTF-8 text: {exc.reason})') from None
 
 
 def _xml_int(text: str | None, path: str, obj: int, field: str) -> int:
@@ -126,15 +132,25 @@ def parse_voc_xml(path: str) -> list[tuple[str, bool, list[int]]]:
 
 
 def load_voc_annotations(ann_dir: str | os.PathLike, ids: Sequence[str], names: Sequence[str]) -> GroundTruth:
-    """Ground truth of the image set from `<ann_dir>/<id>.xml` (objects of other classes are kept with cls -1)."""
+    """Ground truth of the image set from `<ann_dir>/<id>.xml`.  Objects of other classes are kept with cls -1,
+    so they score for no class, and logged: a count per class name and the first file (often a wrong names file)."""
     index = {n: i for i, n in enumerate(names)}
     image, cls, boxes, difficult = [], [], [], []
+    unknown: Counter[str] = Counter()
+    first: dict[str, str] = {}
     for i, image_id in enumerate(ids):
-        for name, diff, coords in parse_voc_xml(os.path.join(ann_dir, image_id + '.xml')):
+        path = os.path.join(ann_dir, image_id + '.xml')
+        for name, diff, coords in parse_voc_xml(path):
+            if name not in index:
+                unknown[name] += 1
+                first.setdefault(name, path)
             image.append(i)
             cls.append(index.get(name, -1))
             boxes.append(coords)
             difficult.append(diff)
+    for name, n in unknown.most_common():
+        log.warning("%d object%s of class %r (the first in %s) not scored: the %d class names lack it; is the "
+                    "names file the dataset's?", n, '' if n == 1 else 's', name, first[name], len(names))
     return GroundTruth(list(ids), np.array(image, np.int64), np.array(cls, np.int64),
                        np.array(boxes, np.float64).reshape(-1, 4), np.array(difficult, bool))
 
@@ -142,11 +158,13 @@ def load_voc_annotations(ann_dir: str | os.PathLike, ids: Sequence[str], names: 
 def read_detections(path: str | os.PathLike, id_index: dict[str, int]) -> Detections:
     """One `comp4_det_test_<class>.txt` file (`image_id score x1 y1 x2 y2` per line); a missing file = none."""
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding='utf-8-sig')  # -sig: a BOM would spoil the first image id
     except FileNotFoundError:
         return Detections.empty()
     except OSError as exc:
         raise ValueError(f'{path}: cannot read result file ({exc.strerror})') from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f'{path}: cannot read result file (not UTF-8 text: {exc.reason})') from None
     tokens = text.split()
     n = len(tokens) // 6
     lines = text.splitlines()
@@ -281,12 +299,25 @@ def class_ap(pr: ClassPR, metric: str) -> float:
     return voc_ap(pr.recall, pr.precision, metric == 'voc07')
 
 
-def read_all_detections(template: str, names: Sequence[str], ids: Sequence[str]) -> list[Detections]:
-    """Result files of every class: `template.format(name)`; missing files are empty, but not all of them."""
+def read_all_detections(template: str, names: Sequence[str], ids: Sequence[str],
+                        gt: GroundTruth | None = None) -> list[Detections]:
+    """Result files of every class: `template.format(name)`; missing files are empty, but not all of them.  With
+    `gt`, a missing file of a class that has (non-difficult) ground truth is logged: its AP counts as 0."""
     paths = [template.format(n) for n in names]
     if template.format('') == template:
         raise ValueError(f'results template {template!r} needs a {{}} for the class name')
     if not any(os.path.exists(p) for p in paths):
         raise ValueError(f'no result file found for any class (looked for {paths[0]}, ...)')
+    if gt is not None:
+        _warn_missing(paths, names, gt)
     index = {image_id: i for i, image_id in enumerate(ids)}
     return [read_detections(p, index) for p in paths]
+
+
+def _warn_missing(paths: Sequence[str], names: Sequence[str], gt: GroundTruth) -> None:
+    counted = np.bincount(gt.cls[(gt.cls >= 0) & ~gt.difficult], minlength=len(names))
+    for c, (path, name) in enumerate(zip(paths, names)):
+        if counted[c] and not os.path.exists(path):
+            n = int(counted[c])
+            log.warning('%s: no result file for class %r, which has %d ground-truth object%s: its AP counts as 0',
+                        path, name, n, '' if n == 1 else 's')

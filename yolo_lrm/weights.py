@@ -14,14 +14,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from .cfg import CfgError, Section
+from .checkpoint import atomic_write
 from .layers import ConvBlock
 
 FLOAT = np.dtype('<f4')
@@ -145,7 +144,8 @@ def _size_error(path: str, records: list[Record], header: Header, available: int
         if offset + 4 * r.floats > available:
             have = available - offset
             hint = ('the file does not end on a layer boundary' if partial
-                    else 'pass partial=True to load the layers that fit')
+                    else 'a backbone file such as darknet19_448.conv.23: give it to train.py as WEIGHTS, which loads the layers '
+                    'that fit')
             return WeightsError(f'{msg}: {r.describe()} needs {4 * r.floats:,} bytes at offset '
                                 f'{header.size + offset:,} but only {have:,} remain ({hint})')
         offset += 4 * r.floats
@@ -197,19 +197,15 @@ def save_darknet_weights(net, path: str | os.PathLike, cutoff: int | None = None
     The header carries `net.version` and `net.seen`; the file is written to a temporary name and renamed, so a
     crash never leaves a truncated file behind.
     """
-    path = Path(path)
     records = [r for r in layout(net, loading=False) if cutoff is None or r.index < cutoff]
-    fd, tmp = tempfile.mkstemp(prefix=path.name + '.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(header_bytes(tuple(net.version), int(net.seen)))
-            for r in records:
-                for part, _ in r.parts:
-                    f.write(_tensor(r.block, part).detach().to('cpu', torch.float32).numpy().astype(FLOAT).tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+
+    def write(f) -> None:
+        f.write(header_bytes(tuple(net.version), int(net.seen)))
+        for r in records:
+            for part, _ in r.parts:
+                f.write(_tensor(r.block, part).detach().to('cpu', torch.float32).numpy().astype(FLOAT).tobytes())
+
+    atomic_write(path, write)
 
 
 # ------------------------------------------------------------------------------------------------------------ CLI
@@ -251,7 +247,7 @@ def _info(weights: str, cfg: str | None) -> None:
     if count == len(records):
         print(f'matches {cfg}: all {count} conv layers')
     elif count >= 0:
-        print(f'partial file: the first {count} of {len(records)} conv layers (load with partial=True)')
+        print(f'partial file: the first {count} of {len(records)} conv layers (train.py loads it as WEIGHTS)')
     else:
         print(f'does NOT match {cfg}: {_size_error(weights, records, header, available, True)}')
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -66,12 +67,11 @@ class ListDataset(Dataset):
         self.max_truths = max_truths
         self.log_file = str(log_file) if log_file else None
         self.report = scan_dataset(self.list_path, num_classes, cache_dir)
-        if self.log_file:
+        if self.log_file:  # without one the caller reports the issues (the trainer writes them into its run)
             self.report.write_log(self.log_file)
-        skipped = len(self.report.issues)
-        if skipped:
-            log.warning('%s: %d issues in the dataset (%s)', self.list_path, skipped,
-                        f'listed in {self.log_file}' if self.log_file else 'pass log_file to list them')
+            if self.report.issues:
+                log.warning('%s: %d issues in the dataset, listed in %s', self.list_path, len(self.report.issues),
+                            self.log_file)
         self.report.raise_errors()
         if not self.report.images:
             raise DatasetError(f'{self.list_path}: no usable images out of {self.report.entries} entries')
@@ -138,8 +138,20 @@ def collate(batch: Sequence[tuple[torch.Tensor, torch.Tensor, str]]) -> tuple[to
     return images, targets, [b[2] for b in batch]
 
 
+@dataclass
+class Unreadable:
+    """A LetterboxImages item whose image cannot be decoded: evaluation skips and reports it instead of stopping."""
+    index: int
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f'{self.path}: {self.reason}'
+
+
 class LetterboxImages(Dataset):
-    """Images of a list, letterboxed for evaluation/detection: item -> (image (3, size, size), path, (w, h))."""
+    """Images of a list, letterboxed for evaluation/detection: item -> (image (3, size, size), path, (w, h)), or an
+    `Unreadable` for an image that cannot be read (raising in a DataLoader worker would end the whole run)."""
 
     def __init__(self, paths: Sequence[str], size: int):
         self.paths, self.size = list(paths), size
@@ -147,13 +159,20 @@ class LetterboxImages(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, str, tuple[int, int]]:
-        image = read_image(self.paths[index])  # raises ImageError naming the file
-        return torch.from_numpy(letterbox(image, self.size, self.size)), self.paths[index], \
-            (image.shape[1], image.shape[0])
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, str, tuple[int, int]] | Unreadable:
+        path = self.paths[index]
+        try:
+            image = read_image(path)
+        except ImageError as exc:
+            message = str(exc)
+            return Unreadable(index, path, message.removeprefix(f'{path}: '))
+        return torch.from_numpy(letterbox(image, self.size, self.size)), path, (image.shape[1], image.shape[0])
 
 
-def collate_images(batch: Sequence[tuple[torch.Tensor, str, tuple[int, int]]]
-                   ) -> tuple[torch.Tensor, list[str], list[tuple[int, int]]]:
-    """Stack LetterboxImages items: (images (B, 3, S, S), paths, original (w, h) sizes)."""
-    return torch.stack([b[0] for b in batch]), [b[1] for b in batch], [b[2] for b in batch]
+def collate_images(batch: Sequence[tuple[torch.Tensor, str, tuple[int, int]] | Unreadable]
+                   ) -> tuple[torch.Tensor, list[str], list[tuple[int, int]], list[Unreadable]]:
+    """Stack the readable LetterboxImages items: (images (B, 3, S, S), their paths, their original (w, h) sizes,
+    the unreadable items); B counts the readable ones and may be 0 (then `images` is an empty tensor)."""
+    good = [b for b in batch if not isinstance(b, Unreadable)]
+    images = torch.stack([b[0] for b in good]) if good else torch.empty(0)
+    return images, [b[1] for b in good], [b[2] for b in good], [b for b in batch if isinstance(b, Unreadable)]

@@ -110,10 +110,10 @@ class ScanReport:
             lines.append(f'  {k:3d} {name[:18]:<18s} {int(n):9d}')
         return '\n'.join(lines)
 
-    def write_log(self, path: str | os.PathLike) -> None:
-        """Write every issue, one per line (`kind<TAB>file[:line]<TAB>detail (what happened)`)."""
+    def write_log(self, path: str | os.PathLike, append: bool = False) -> None:
+        """Write every issue, one per line (`kind<TAB>file[:line]<TAB>detail (what happened)`), after a header."""
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        with open(path, 'w') as f:
+        with open(path, 'a' if append else 'w') as f:
             f.write(f'# scan of {self.list_path}: {len(self.issues)} issues\n')
             f.writelines(f'{issue}\n' for issue in self.issues)
 
@@ -198,7 +198,7 @@ def default_cache_path(list_path: str, cache_dir: str | os.PathLike | None) -> s
 def read_list(list_path: str) -> list[str]:
     """Non-blank lines of a Darknet list file, stripped (raises DatasetError naming the file)."""
     try:
-        text = Path(list_path).read_text()
+        text = Path(list_path).read_text(encoding='utf-8-sig')  # -sig: a BOM would become part of the first path
     except (OSError, UnicodeDecodeError) as exc:
         raise DatasetError(f'{list_path}: cannot read the image list ({exc})') from None
     return [ln.strip() for ln in text.splitlines() if ln.strip()]

@@ -38,6 +38,7 @@ _MIN_BOX_PX = 3            # smaller boxes are not labelled
 JPEG_QUALITY = 90
 GENERATOR_VERSION = 2      # bump when the output changes: prepare_data then regenerates old copies
 STAMP_FILE = '.generated'
+OUTPUTS = ('train.txt', 'test.txt', 'demo.names', 'demo.data', 'images', 'labels', 'Annotations')  # besides the stamp
 
 
 @dataclass(frozen=True)
@@ -365,6 +366,8 @@ def generate(out_dir: str | os.PathLike, preset: str | DemoSpec = 'demo', seed: 
     if seed is not None:
         spec = replace(spec, seed=seed)
     out = str(Path(out_dir).resolve())
+    # the stamp first, marked unfinished: a folder that a stopped generation left behind is still known to be ours
+    write_text(Path(out, STAMP_FILE), stamp(spec).rstrip('\n') + ' (unfinished)\n')
     jobs = [(0, 'train', i) for i in range(spec.train)] + [(1, 'test', i) for i in range(spec.test)]
     counts = parallel_map(partial(_write_image, spec=spec, out=out), jobs, workers)
     write_text(Path(out, 'demo.names'), ''.join(f'{c}\n' for c in CLASSES))
