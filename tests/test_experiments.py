@@ -126,6 +126,24 @@ def test_second_invocation_skips_finished_runs(grid, monkeypatch):
     assert json.loads((out / 'custom.json').read_text())['runs'] == before
 
 
+def test_test_data_scores_finished_runs_without_training_them(grid, tmp_path, monkeypatch):
+    """--test-data added to a finished grid: each run's final weights are scored on that data's valid= list and
+    stored as "test" (the same .data here, so the same mAP), nothing is trained again."""
+    import shutil
+    tmp, out = grid
+    copy = tmp_path / 'out'
+    shutil.copytree(out, copy)
+    monkeypatch.setattr(ex, 'train', lambda args: pytest.fail(f'trained {args.name} again'))
+    argv, _ = _argv(tmp, '--seeds', '0', '1', '--test-data', str(tmp / 'tiny.data'))
+    ex.main([*argv[:argv.index('--out') + 1], str(copy), *argv[argv.index('--out') + 2:]])
+    runs = json.loads((copy / 'custom.json').read_text())['runs']
+    assert len(runs) == 4 and json.loads((copy / 'custom.json').read_text())['test_data'].endswith('tiny.data')
+    for r in runs:
+        assert r['test']['data'] == 'tiny.data' and r['test']['map'] == pytest.approx(r['map'], abs=1e-12)
+        stored = json.loads((copy / 'runs' / r['run_dir'] / ex.RESULT_FILE).read_text())
+        assert stored['test']['per_class'] == r['per_class']
+
+
 def test_run_without_result_resumes_through_the_trainer(grid, monkeypatch):
     tmp, out = grid
     run_dir = out / 'runs' / 'baseline-s1'

@@ -316,7 +316,16 @@ def _bccd(work: Work) -> None:
     """../shared/datasets/BCCD: a plain VOC folder (no year) with classes that are not VOC's."""
     cells = {'dog': 'WBC', 'person': 'RBC', 'car': 'RBC', 'cat': 'Platelets', 'bird': 'WBC', 'bus': 'RBC'}
     write_voc_folder(work.path.parent / 'shared' / 'datasets' / 'BCCD',
-                     {'trainval': ['000001', '000002'], 'test': ['000003']}, cells.get)
+                     {'train': ['000001', '000002'], 'val': ['000003'], 'trainval': ['000001', '000002', '000003'],
+                      'test': ['000004']}, cells.get)
+
+
+def _bccd_data(work: Work) -> None:
+    """data/bccd.data and data/bccd-test.data as they are, over the stand-in BCCD converted into data/bccd/."""
+    work.make('../shared/datasets/BCCD')
+    convert_voc(work.path.parent / 'shared' / 'datasets' / 'BCCD', work.path / 'data' / 'bccd', workers=1)
+    for name in ('bccd.data', 'bccd-test.data'):
+        shutil.copy(ROOT / 'data' / name, work.path / 'data' / name)
 
 
 def _tiny_budget(work: Work) -> None:
@@ -344,6 +353,8 @@ INPUTS: dict[str, Callable[[Work], None]] = {
     'kitti': _kitti,
     'results/kitti/data': _kitti_results,
     '../shared/datasets/BCCD': _bccd,
+    'data/bccd.data': _bccd_data,
+    'data/bccd-test.data': _bccd_data,
     TINY_BUDGET: _tiny_budget,
 }
 
@@ -557,8 +568,11 @@ def check_grid(o: Outcome) -> None:
     out = o.work / (o.option('--out') or f'runs/experiments/{cfg.stem}-{data.stem}')
     assert o.fresh(out / f'{grid}.md') and o.fresh(out / f'{grid}.json')
     summary = json.loads((out / f'{grid}.json').read_text())
-    assert summary['complete'] and len(summary['runs']) == len(summary['variants']) >= 2
+    assert summary['complete'] and len(summary['runs']) == len(summary['variants']) * len(summary['seeds'])
+    assert len(summary['variants']) >= 2
     assert all(run['updates'] == 1 for run in summary['runs'])  # the tiny budget's single update each
+    if o.option('--test-data'):  # every run scored on the test split too
+        assert all(run['test']['data'] == Path(o.option('--test-data')).name for run in summary['runs'])
 
 
 # ------------------------------------------------------------------------------------------------- rules

@@ -108,6 +108,14 @@ BUDGETS = {
                             'set': ['net.burn_in=100', 'net.learning_rate=0.02', 'net.policy=steps',
                                     'net.steps=320,360', 'net.scales=.1,.1', 'region.random=0']},
                    'voc07', 'demo dataset (cfg/demo.cfg), CPU'),
+    # cfg/yolov2-bccd.cfg on data/bccd.data (train 205 -> val 87; --test-data data/bccd-test.data: test 72) on a
+    # 2-core CPU: the cfg's own schedule, 1200 updates of 8 at 416 (~47 epochs); docs/results.md gives the learning
+    # curve at twice this budget and the measured times
+    'bccd-cpu': Budget('bccd-cpu', {'batch': 8, 'subdivisions': 1, 'max_batches': 1200, 'img_size': 416,
+                                    'workers': 2, 'eval_interval': 1200, 'save_interval': 100,
+                                    'set': ['net.burn_in=200', 'net.learning_rate=0.02', 'net.policy=steps',
+                                            'net.steps=960,1080', 'net.scales=.1,.1', 'region.random=0']},
+                       'voc07', 'BCCD at 416 (cfg/yolov2-bccd.cfg), CPU'),
     # BCCD converted with the VOC converter (3 classes, trainval 292 -> test 72), one GPU: ~220 epochs of 64 at 416
     'bccd': Budget('bccd', {'batch': 64, 'subdivisions': 1, 'max_batches': 1000, 'img_size': 416, 'workers': 8,
                             'eval_interval': 100,
@@ -267,6 +275,7 @@ class RunSpec:
     seed: int
     args: TrainArgs
     metric: str
+    test_data: str | None = None      # a second .data whose valid= list (the test split) also scores the run
 
     @property
     def run_dir(self) -> Path:
@@ -274,7 +283,7 @@ class RunSpec:
 
 
 def make_spec(variant: Variant, seed: int, budget: Budget, user_set: Sequence[str], cfg: str, data: str,
-              out: Path, metric: str, options: dict[str, Any]) -> RunSpec:
+              out: Path, metric: str, options: dict[str, Any], test_data: str | None = None) -> RunSpec:
     """The TrainArgs of one run: the budget's options, then `options` (command line: device, workers, weights,
     clear); cfg overrides: the budget's, then `--set`, then the variant's (the variant wins).  No Darknet backups
     outside the run folder: the runs of one cfg would overwrite each other's in the data's `backup=`."""
@@ -283,7 +292,7 @@ def make_spec(variant: Variant, seed: int, budget: Budget, user_set: Sequence[st
                      set=[*budget.train.get('set', []), *user_set, *variant.overrides],
                      project=str(out / 'runs'), name=f'{variant.name}-s{seed}', exist_ok=True,
                      eval_metric=metric, backup='', **train_opts)
-    return RunSpec(variant, seed, args, metric)
+    return RunSpec(variant, seed, args, metric, os.path.abspath(test_data) if test_data else None)
 
 
 def cli_options(opts: argparse.Namespace) -> dict[str, Any]:
@@ -355,6 +364,10 @@ def run_one(spec: RunSpec, log=print) -> tuple[dict[str, Any], bool]:
     if result_path.is_file():
         record = json.loads(result_path.read_text())
         check_same_run(spec, record['args'], result_path)
+        if spec.test_data and 'test' not in record and record['map'] is not None:  # --test-data added later
+            record['test'] = score_weights(spec, spec.test_data)
+            text = json.dumps(record, indent=2) + '\n'
+            atomic_write(result_path, lambda f: f.write(text.encode()))
         return record, False
     last = run_dir / 'weights' / 'last.pt'
     if last.is_file():
@@ -387,26 +400,35 @@ def map_text(record: dict[str, Any]) -> str:
     return 'diverged' if record['map'] is None else f'mAP {100 * record["map"]:.2f}'
 
 
-def evaluate_run(spec: RunSpec, updates: int, seen: int, reason: str, trainer_map: float | None) -> dict[str, Any]:
-    """Score the run's final weights on `valid=` and build its result record."""
+def score_weights(spec: RunSpec, data: str) -> dict[str, Any]:
+    """Score the run's final weights (`weights/last.pt`) on the `valid=` list of `data`: mAP, per-class AP, the
+    evaluation's JSON and the CPU/GPU seconds it took."""
     from .checkpoint import checkpoint_model, load_checkpoint
     from .evaluate import evaluate_model
     last = spec.run_dir / 'weights' / 'last.pt'
     device = spec.args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
-    ckpt = load_checkpoint(last)
-    net, train_s = checkpoint_model(ckpt, last).to(device).eval(), float(ckpt.get('train_time', 0.0))
-    del ckpt  # its optimizer state and CPU copy of the weights need not stay in memory during the evaluation
+    net = checkpoint_model(load_checkpoint(last), last).to(device).eval()
     start = time.perf_counter()
-    ev = evaluate_model(net, parse_data(spec.args.data), spec.metric, 0.5, batch_size=spec.args.eval_batch,
+    ev = evaluate_model(net, parse_data(data), spec.metric, 0.5, batch_size=spec.args.eval_batch,
                         workers=min(spec.args.workers, 2), progress=False)
-    eval_s = time.perf_counter() - start
-    return {'variant': spec.variant.name, 'overrides': list(spec.variant.overrides), 'seed': spec.seed,
-            'run_dir': spec.run_dir.name, 'weights': 'weights/last.pt', 'settings': settings_of(spec.args),
-            'args': dataclasses.asdict(spec.args), 'updates': updates, 'seen': seen, 'reason': reason,
-            'train_s': round(train_s, 1), 'eval_s': round(eval_s, 1),
-            'device': str(device), 'metric': spec.metric, 'map': ev.map,
-            'per_class': {k: _num(v) for k, v in ev.per_class.items()}, 'trainer_final_map': trainer_map,
-            'eval': ev.to_json()}
+    return {'data': Path(data).name, 'map': ev.map, 'per_class': {k: _num(v) for k, v in ev.per_class.items()},
+            'eval': ev.to_json(), 'eval_s': round(time.perf_counter() - start, 1), 'device': str(device)}
+
+
+def evaluate_run(spec: RunSpec, updates: int, seen: int, reason: str, trainer_map: float | None) -> dict[str, Any]:
+    """Score the run's final weights on `valid=` (and on the test data's, when given) and build its result record."""
+    from .checkpoint import load_checkpoint
+    train_s = float(load_checkpoint(spec.run_dir / 'weights' / 'last.pt').get('train_time', 0.0))
+    valid = score_weights(spec, spec.args.data)
+    record = {'variant': spec.variant.name, 'overrides': list(spec.variant.overrides), 'seed': spec.seed,
+              'run_dir': spec.run_dir.name, 'weights': 'weights/last.pt', 'settings': settings_of(spec.args),
+              'args': dataclasses.asdict(spec.args), 'updates': updates, 'seen': seen, 'reason': reason,
+              'train_s': round(train_s, 1), 'eval_s': valid['eval_s'],
+              'device': valid['device'], 'metric': spec.metric, 'map': valid['map'],
+              'per_class': valid['per_class'], 'trainer_final_map': trainer_map, 'eval': valid['eval']}
+    if spec.test_data:
+        record['test'] = score_weights(spec, spec.test_data)
+    return record
 
 
 def diverged_record(spec: RunSpec, message: str) -> dict[str, Any]:
@@ -605,7 +627,7 @@ def markdown_report(grid: str, rows: Sequence[dict[str, Any]], ctx: dict[str, An
              f'- initial weights: {ctx["weights"] or "none (random initialisation)"}',
              f'- metric: {ctx["metric"]} @ IoU 0.5 on `valid=`, final weights (`last.pt`); AP in %, mean ± sample '
              f'std over seeds (per-class: mean; stds in {grid}-summary.csv)',
-             f'- Δ vs Loss2: mAP minus the baseline\'s mAP of the same seed, mean ± std',
+             '- Δ vs Loss2: mAP minus the baseline\'s mAP of the same seed, mean ± std',
              f'- hardware: {ctx["hardware"]}']
     if ctx.get('note'):
         parts.append(f'- Loss2 + LRM setting: {ctx["note"]}')
@@ -640,7 +662,7 @@ def run_grid(opts: argparse.Namespace, log=print) -> dict[str, Any]:
     variants, note = grid_variants(opts.grid, [parse_variant(v) for v in opts.variant], out, images)
     if note:
         log(f'Loss2 + LRM: {note}')
-    specs = [make_spec(v, s, budget, opts.set, opts.cfg, opts.data, out, metric, options)
+    specs = [make_spec(v, s, budget, opts.set, opts.cfg, opts.data, out, metric, options, opts.test_data)
              for v in variants for s in dict.fromkeys(opts.seeds)]
     for spec in specs:  # every override is checked before the first run starts
         settings_of(spec.args)
@@ -648,6 +670,7 @@ def run_grid(opts: argparse.Namespace, log=print) -> dict[str, Any]:
     context = {'command': opts.command, 'cfg': opts.cfg, 'data': opts.data, 'weights': opts.weights,
                'budget': budget.name, 'budget_note': budget.note, 'budget_train': budget.train,
                'seeds': list(dict.fromkeys(opts.seeds)), 'metric': metric, 'note': note,
+               'test_data': opts.test_data,
                'hardware': hardware(opts.device)}
     records: list[dict[str, Any]] = []
 
@@ -675,6 +698,9 @@ def parser() -> argparse.ArgumentParser:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--cfg', required=True, help='base network cfg')
     ap.add_argument('--data', required=True, help='.data file (train=, valid=, names=, annotations=)')
+    ap.add_argument('--test-data', metavar='DATA', help='also score every run\'s final weights on the valid= list '
+                    'of this .data (a held-out test split: choose settings on --data\'s valid=, report on this); '
+                    'stored in each run\'s record as "test"')
     ap.add_argument('--grid', choices=GRIDS, default='lrm')
     ap.add_argument('--variant', action='append', default=[], metavar='NAME:KEY=V,KEY=V',
                     help='an extra row, e.g. lrm-k32:lrm.hard_examples=32,lrm.nms=0.5 (repeatable)')
