@@ -29,7 +29,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from yolo_lrm.detect import Detector, resolve_device, synchronize  # noqa: E402
+from yolo_lrm.detect import Detector, synchronize  # noqa: E402
+from yolo_lrm.distributed import pick_device  # noqa: E402
 from yolo_lrm.model import Darknet  # noqa: E402
 
 CFGS = ['cfg/yolov2-tiny-voc.cfg', 'cfg/yolov2-voc.cfg', 'cfg/yolov2-mobilenet-voc.cfg']
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    device = pick_device(args.device)
     if device.type == 'cuda':
         torch.backends.cudnn.benchmark = True
     with contextlib.suppress(KeyboardInterrupt):

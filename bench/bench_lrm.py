@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))  # runnable from a checkout without installing
 
 from yolo_lrm.allocator import keep_freed_memory  # noqa: E402
 from yolo_lrm.cfg import apply_overrides  # noqa: E402
+from yolo_lrm.distributed import pick_device  # noqa: E402
 from yolo_lrm.loss import RegionLoss  # noqa: E402
 from yolo_lrm.model import Darknet  # noqa: E402
 
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = pick_device(args.device)
     if device.type == 'cpu':
         keep_freed_memory()  # as the trainer does (YOLO_LRM_MALLOC=system declines)
     torch.manual_seed(0)

@@ -14,11 +14,14 @@ from yolo_lrm import checkpoint
 from yolo_lrm.box import iou_cxcywh, xyxy_to_cxcywh
 from yolo_lrm.cfg import parse_cfg_text
 from yolo_lrm.data.labels import read_image
-from yolo_lrm.detect import Detector, SourceError, darknet_label_lines, main, resolve_source
+from yolo_lrm.detect import Detector, darknet_label_lines, main
+from yolo_lrm.distributed import pick_device
 from yolo_lrm.runlog import increment_dir
 from yolo_lrm.draw import clip_boxes, palette
 from yolo_lrm.letterbox import letterbox, letterbox_size
+from yolo_lrm.loss import RegionLoss
 from yolo_lrm.model import Darknet
+from yolo_lrm.sources import SourceError, resolve_source
 
 NAMES = ['red', 'green']
 TWO_SQUARES = [(0, 16, 56, 52), (1, 116, 16, 52)]  # (class, x, y, side) in a 192x128 image
@@ -91,7 +94,7 @@ def weights(tmp_path_factory, one_thread) -> Path:
     rng = np.random.default_rng(0)
     x_all, targets = training_set(64, rng)
     net = Darknet(parse_cfg_text(TINY_CFG, 'tiny.cfg'))
-    crit = net.criterion()
+    crit = RegionLoss(net.region, net.lrm)
     opt = torch.optim.SGD(net.parameters(), lr=0.02, momentum=0.9, weight_decay=5e-4)
     net.train()
     for step in range(STEPS):
@@ -294,6 +297,17 @@ def test_resolve_source_kinds(tmp_path, monkeypatch):
         (tmp_path / 'empty.txt').write_text('\n')
         resolve_source('empty.txt')
     assert increment_dir(tmp_path / 'r').name == 'r' and increment_dir(tmp_path / 'r').name == 'r2'
+
+
+def test_pick_device_spellings(monkeypatch):
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)  # the CPU-only machine, also on a GPU runner
+    assert pick_device('') == pick_device(None) == torch.device('cpu')
+    assert pick_device('cpu') == pick_device(' CPU ') == torch.device('cpu')
+    for spec in ('0', 'cuda', 'cuda:1'):
+        with pytest.raises(ValueError, match=f'--device {spec}: CUDA is not available'):
+            pick_device(spec)
+    with pytest.raises(ValueError, match='--device tpu: not a device'):
+        pick_device('tpu')
 
 
 def test_result_line_formats():

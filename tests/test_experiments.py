@@ -1,12 +1,16 @@
 """The experiment runner: a CI-scale grid on the demo-small dataset (real training and evaluation), skip/resume of
 finished runs, refusal to reuse runs made with other settings, and the pure parts (variants, aggregation, budgets)."""
 import csv
+import dataclasses
 import json
 import math
 from pathlib import Path
 
 import pytest
 
+from yolo_lrm import experiment_grids as grids
+from yolo_lrm import experiment_report as report
+from yolo_lrm import experiment_runs as runner
 from yolo_lrm import experiments as ex
 from yolo_lrm.data import prepare_data
 from yolo_lrm.trainer import TrainArgs
@@ -23,7 +27,7 @@ TINY_CFG = '[net]\nbatch=4\nsubdivisions=1\nwidth=96\nheight=96\nchannels=3\nmom
 BUDGET = {'train': {'batch': 4, 'subdivisions': 1, 'max_batches': 3, 'workers': 0, 'eval_interval': 3,
                     'save_interval': 0}, 'metric': 'voc07'}
 # the built-in rows (same names and overrides), so that the mining grid below shares these runs
-VARIANTS = [f'{v.name}:{",".join(v.overrides)}' for v in (ex.BASELINE, ex.lrm_variant(4, 0.5))]
+VARIANTS = [f'{v.name}:{",".join(v.overrides)}' for v in (grids.BASELINE, grids.lrm_variant(4, 0.5))]
 
 
 def write_inputs(tmp) -> None:
@@ -71,7 +75,7 @@ def test_grid_writes_table_json_csv_and_plot_from_real_runs(grid):
     assert summary['complete'] and len(summary['runs']) == 4
     for r in summary['runs']:
         run_dir = out / 'runs' / r['run_dir']
-        stored = json.loads((run_dir / ex.RESULT_FILE).read_text())
+        stored = json.loads((run_dir / runner.RESULT_FILE).read_text())
         assert stored['map'] == r['map'] and r['updates'] == 3 and r['seen'] == 12 and r['args']['seed'] == r['seed']
         assert (run_dir / 'weights' / 'last.pt').is_file() and (run_dir / 'weights' / 'last.weights').is_file()
         # the trainer scored the same final weights on its own at its last update: same number
@@ -120,7 +124,7 @@ def test_second_invocation_skips_finished_runs(grid, monkeypatch):
 
     def no_training(args):
         raise AssertionError(f'trained {args.name} again')
-    monkeypatch.setattr(ex, 'train', no_training)
+    monkeypatch.setattr(runner, 'train', no_training)
     argv, _ = _argv(tmp, '--seeds', '0', '1')
     ex.main(argv)
     assert json.loads((out / 'custom.json').read_text())['runs'] == before
@@ -133,40 +137,41 @@ def test_test_data_scores_finished_runs_without_training_them(grid, tmp_path, mo
     tmp, out = grid
     copy = tmp_path / 'out'
     shutil.copytree(out, copy)
-    monkeypatch.setattr(ex, 'train', lambda args: pytest.fail(f'trained {args.name} again'))
+    monkeypatch.setattr(runner, 'train', lambda args: pytest.fail(f'trained {args.name} again'))
     argv, _ = _argv(tmp, '--seeds', '0', '1', '--test-data', str(tmp / 'tiny.data'))
     ex.main([*argv[:argv.index('--out') + 1], str(copy), *argv[argv.index('--out') + 2:]])
     runs = json.loads((copy / 'custom.json').read_text())['runs']
     assert len(runs) == 4 and json.loads((copy / 'custom.json').read_text())['test_data'].endswith('tiny.data')
     for r in runs:
         assert r['test']['data'] == 'tiny.data' and r['test']['map'] == pytest.approx(r['map'], abs=1e-12)
-        stored = json.loads((copy / 'runs' / r['run_dir'] / ex.RESULT_FILE).read_text())
+        stored = json.loads((copy / 'runs' / r['run_dir'] / runner.RESULT_FILE).read_text())
         assert stored['test']['per_class'] == r['per_class']
 
 
 def test_run_without_result_resumes_through_the_trainer(grid, monkeypatch):
     tmp, out = grid
     run_dir = out / 'runs' / 'baseline-s1'
-    old = json.loads((run_dir / ex.RESULT_FILE).read_text())
-    (run_dir / ex.RESULT_FILE).unlink()
+    old = json.loads((run_dir / runner.RESULT_FILE).read_text())
+    (run_dir / runner.RESULT_FILE).unlink()
     calls = []
-    real_train = ex.train
-    monkeypatch.setattr(ex, 'train', lambda args: calls.append(args) or real_train(args))
+    real_train = runner.train
+    monkeypatch.setattr(runner, 'train', lambda args: calls.append(args) or real_train(args))
     argv, _ = _argv(tmp, '--seeds', '1')
     ex.main(argv)
     assert [a.resume for a in calls] == [str(run_dir)]
-    assert json.loads((run_dir / ex.RESULT_FILE).read_text())['map'] == pytest.approx(old['map'], abs=1e-9)
+    assert json.loads((run_dir / runner.RESULT_FILE).read_text())['map'] == pytest.approx(old['map'], abs=1e-9)
 
 
 def test_mining_grid_shares_runs_and_tables_the_methods(grid, monkeypatch):
     """Two mining rows trained for real on top of the custom grid's runs (baseline and LRM K=4 shared, not retrained):
     S-LRM with its schedule as shares of the run's 12 images, and the IoU-balanced localisation loss."""
     tmp, out = grid
-    real_grid, real_train, trained = ex.mining_grid, ex.train, []
+    real_grid, real_train, trained = grids.mining_grid, runner.train, []
     keep = ('baseline', 'lrm-k4-nms0.5', 'slrm-k4-nms0.5', 'iou-loc')
-    monkeypatch.setattr(ex, 'PAPER_BEST', (4, 0.5))  # no lrm grid in this --out: the loss/mining grids take this
-    monkeypatch.setattr(ex, 'mining_grid', lambda best, images: [v for v in real_grid(best, images) if v.name in keep])
-    monkeypatch.setattr(ex, 'train', lambda args: trained.append(args.name) or real_train(args))
+    monkeypatch.setattr(grids, 'PAPER_BEST', (4, 0.5))  # no lrm grid in this --out: the loss/mining grids take this
+    monkeypatch.setattr(grids, 'mining_grid',
+                        lambda best, images: [v for v in real_grid(best, images) if v.name in keep])
+    monkeypatch.setattr(runner, 'train', lambda args: trained.append(args.name) or real_train(args))
     ex.main(_argv(tmp, '--seeds', '0', grid='mining')[0])
     assert trained == ['slrm-k4-nms0.5-s0', 'iou-loc-s0']
     summary = json.loads((out / 'mining.json').read_text())
@@ -181,6 +186,49 @@ def test_mining_grid_shares_runs_and_tables_the_methods(grid, monkeypatch):
     for v in keep[1:]:
         assert rows[v]['Δ vs Loss2'] == f"{100 * (by[v]['map'] - by['baseline']['map']):+.2f}"
     assert not (tmp / 'backup').exists() or not any((tmp / 'backup').iterdir())
+
+
+# experiment.json's keys in the order the runner wrote them before RunRecord (a finished run's, scored on --test-data
+# too, and a diverged run's): stored runs in this format must load and be written back unchanged
+FINISHED_KEYS = ['variant', 'overrides', 'seed', 'run_dir', 'weights', 'settings', 'args', 'updates', 'seen', 'reason',
+                 'train_s', 'eval_s', 'device', 'metric', 'map', 'per_class', 'trainer_final_map', 'eval', 'test',
+                 'wall_s']
+DIVERGED_KEYS = [*FINISHED_KEYS[:FINISHED_KEYS.index('eval')], 'error', 'wall_s']
+
+
+def _rewritten(text: str) -> str:
+    """`text` (an experiment.json) read as a RunRecord and written back as the runner writes it."""
+    return json.dumps(runner.RunRecord.from_json(json.loads(text)).to_json(), indent=2) + '\n'
+
+
+def test_run_records_keep_the_stored_format(grid, tmp_path):
+    """A real run's experiment.json, one with a test block and a diverged run's are read and written back byte for
+    byte; diverged_record builds that diverged record."""
+    tmp, out = grid
+    text = (out / 'runs' / 'baseline-s0' / runner.RESULT_FILE).read_text()
+    stored = json.loads(text)
+    assert list(stored) == [k for k in FINISHED_KEYS if k != 'test'] and _rewritten(text) == text
+    test = {'data': 'test.data', 'map': 0.25, 'per_class': {c: 0.25 for c in stored['per_class']},
+            'eval': stored['eval'], 'eval_s': 0.5, 'device': 'cpu'}
+    with_test = {k: test if k == 'test' else stored[k] for k in FINISHED_KEYS}
+    text = json.dumps(with_test, indent=2) + '\n'
+    assert _rewritten(text) == text
+
+    budget = grids.load_budget(str(tmp / 'budget.json'))
+    spec = runner.make_spec(grids.BASELINE, 0, budget, [], str(tmp / 'tiny.cfg'), str(tmp / 'tiny.data'), tmp_path,
+                            'voc07', {'device': 'cpu'})
+    diverged = {'variant': 'baseline', 'overrides': list(grids.BASELINE.overrides), 'seed': 0,
+                'run_dir': 'baseline-s0', 'weights': None, 'settings': stored['settings'],
+                'args': dataclasses.asdict(spec.args), 'updates': None, 'seen': None, 'reason': 'non-finite',
+                'train_s': None, 'eval_s': 0.0, 'device': 'cpu', 'metric': 'voc07', 'map': None,
+                'per_class': {c: None for c in stored['per_class']}, 'trainer_final_map': None,
+                'error': 'non-finite loss at update 2', 'wall_s': 1.5}
+    assert list(diverged) == DIVERGED_KEYS
+    record = runner.diverged_record(spec, 'non-finite loss at update 2')
+    built = dataclasses.replace(record, wall_s=1.5).to_json()
+    assert built == diverged and list(built) == DIVERGED_KEYS
+    text = json.dumps(diverged, indent=2) + '\n'
+    assert _rewritten(text) == text
 
 
 def test_stored_runs_made_with_other_settings_are_refused(grid):
@@ -202,20 +250,20 @@ def test_bad_override_fails_before_any_training(tmp_path, variant, match):
 
 # ---------------------------------------------------------------------------------------------- pure parts
 def test_builtin_grids():
-    lrm = ex.lrm_grid()
+    lrm = grids.lrm_grid()
     assert [v.name for v in lrm][:2] == ['baseline', 'lrm-k64-nmsnone'] and len(lrm) == 10
-    assert 'lrm.nms=1' in ex.lrm_variant(128, None).overrides
-    assert ex.lrm_variant(256, 0.7).name == 'lrm-k256-nms0.7'
-    loss = ex.loss_grid((128, 0.5))
+    assert 'lrm.nms=1' in grids.lrm_variant(128, None).overrides
+    assert grids.lrm_variant(256, 0.7).name == 'lrm-k256-nms0.7'
+    loss = grids.loss_grid((128, 0.5))
     assert [v.name for v in loss] == ['baseline', 'loss1', 'loss1-focal', 'lrm-k128-nms0.5']
     assert 'region.focal=1' in loss[2].overrides
 
 
 def test_mining_grid_variants_parse_and_name_their_method(tmp_path):
-    lrm = ex.lrm_variant(256, 0.7).overrides
-    base = ex.BASELINE.overrides
+    lrm = grids.lrm_variant(256, 0.7).overrides
+    base = grids.BASELINE.overrides
     assert lrm == ('region.loss=loss2', 'region.focal=0', 'lrm.hard_examples=256', 'lrm.nms=0.7')
-    grid = ex.mining_grid((256, 0.7), 64 * 45000)
+    grid = grids.mining_grid((256, 0.7), 64 * 45000)
     assert [(v.name, v.overrides) for v in grid] == [
         ('baseline', base), ('lrm-k256-nms0.7', lrm),
         ('slrm-k256-nms0.7', (*lrm, 'lrm.select=stratified', 'lrm.select_beta=1.9', 'lrm.beta_start=1440000',
@@ -227,17 +275,17 @@ def test_mining_grid_variants_parse_and_name_their_method(tmp_path):
         ('soft-k256-nms0.7', (*lrm, 'lrm.soft=0.25')),
         ('ohem-k256-nms0.7', (*lrm, 'lrm.mode=ohem', 'lrm.neg_pos_ratio=3'))]
     # a run of unknown length (--epochs): the same shares of the paper budget; another budget, other shares
-    assert ex.mining_grid((256, 0.7), None)[2] == grid[2]
-    assert ex.mining_grid((64, None), 1000)[2].overrides[-2:] == ('lrm.beta_start=500', 'lrm.beta_ramp=250')
-    assert ex.mining_grid((64, None), 1000)[5].overrides[-1] == 'lrm.k_min=16'
+    assert grids.mining_grid((256, 0.7), None)[2] == grid[2]
+    assert grids.mining_grid((64, None), 1000)[2].overrides[-2:] == ('lrm.beta_start=500', 'lrm.beta_ramp=250')
+    assert grids.mining_grid((64, None), 1000)[5].overrides[-1] == 'lrm.k_min=16'
 
     write_inputs(tmp_path)
-    budget = ex.load_budget(str(tmp_path / 'budget.json'))
+    budget = grids.load_budget(str(tmp_path / 'budget.json'))
     methods = {}
     for v in grid:  # the real cfg parser and the loss's own checks, against the tiny cfg
-        spec = ex.make_spec(v, 0, budget, [], str(tmp_path / 'tiny.cfg'), str(tmp_path / 'tiny.data'), tmp_path,
-                            'voc07', {'device': 'cpu'})
-        s = ex.settings_of(spec.args)
+        spec = runner.make_spec(v, 0, budget, [], str(tmp_path / 'tiny.cfg'), str(tmp_path / 'tiny.data'), tmp_path,
+                                'voc07', {'device': 'cpu'})
+        s = grids.settings_of(spec.args)
         assert spec.args.backup == '' and s['loss'] == 'loss2' and not s['focal']
         assert s['lrm'] == (not v.name.startswith(('baseline', 'iou'))), v.name
         methods[v.name] = s['method']
@@ -248,20 +296,20 @@ def test_mining_grid_variants_parse_and_name_their_method(tmp_path):
         'ktruths-k256-nms0.7': 'adaptive K = 16·truths·anchors, ≥ 64',
         'kshare-k256-nms0.7': 'adaptive K: 0.9 of the loss, ≥ 0', 'soft-k256-nms0.7': 'soft LRM 0.25',
         'ohem-k256-nms0.7': 'OHEM, 3 backgrounds per foreground'}
-    variants, note = ex.grid_variants('mining', [], tmp_path, 12)
+    variants, note = grids.grid_variants('mining', [], tmp_path, 12)
     assert variants[2].name == 'slrm-k256-nms0.7' and 'paper' in note and '12 training images' in note
 
 
 def test_parse_variant():
-    v = ex.parse_variant('big-k:lrm.hard_examples=512, lrm.nms=0.6')
-    assert v == ex.Variant('big-k', ('lrm.hard_examples=512', 'lrm.nms=0.6'))
+    v = grids.parse_variant('big-k:lrm.hard_examples=512, lrm.nms=0.6')
+    assert v == grids.Variant('big-k', ('lrm.hard_examples=512', 'lrm.nms=0.6'))
     for bad in ('a/b:lrm.nms=1', 'x:nms=1', 'x:lrm.nms'):
-        with pytest.raises(ex.ExperimentError):
-            ex.parse_variant(bad)
+        with pytest.raises(grids.ExperimentError):
+            grids.parse_variant(bad)
 
 
 def test_loss_grid_takes_the_best_of_a_finished_lrm_grid(tmp_path):
-    assert ex.best_lrm_setting(tmp_path)[0] == ex.PAPER_BEST
+    assert grids.best_lrm_setting(tmp_path)[0] == grids.PAPER_BEST
 
     def row(k, nms, m, loss='loss2'):
         return {'settings': {'loss': loss, 'focal': False, 'lrm': k > 0, 'hard_examples': k or None, 'nms': nms},
@@ -269,28 +317,28 @@ def test_loss_grid_takes_the_best_of_a_finished_lrm_grid(tmp_path):
     summary = {'complete': True, 'aggregate': [row(0, None, .9), row(64, None, .5), row(128, 0.5, .6),
                                                row(256, 0.7, .55), row(32, None, .95, loss='loss1')]}
     (tmp_path / 'lrm.json').write_text(json.dumps(summary))
-    (k, nms), note = ex.best_lrm_setting(tmp_path)
+    (k, nms), note = grids.best_lrm_setting(tmp_path)
     assert (k, nms) == (128, 0.5) and 'finished lrm grid' in note
     summary['complete'] = False
     (tmp_path / 'lrm.json').write_text(json.dumps(summary))
-    assert ex.best_lrm_setting(tmp_path)[0] == ex.PAPER_BEST
+    assert grids.best_lrm_setting(tmp_path)[0] == grids.PAPER_BEST
 
 
 def test_budget_presets_and_files(tmp_path):
-    assert ex.load_budget('paper').train['max_batches'] == 45000
-    assert ex.load_budget(None).train == {}
+    assert grids.load_budget('paper').train['max_batches'] == 45000
+    assert grids.load_budget(None).train == {}
     path = tmp_path / 'b.json'
     path.write_text(json.dumps({'train': {'max_batches': 7, 'set': ['lrm.nms=0.5']}, 'metric': 'area'}))
-    b = ex.load_budget(str(path))
-    spec = ex.make_spec(ex.BASELINE, 3, b, ['net.decay=0.001'], 'a.cfg', 'd.data', tmp_path, b.metric,
-                        {'device': 'cpu'})
+    b = grids.load_budget(str(path))
+    spec = runner.make_spec(grids.BASELINE, 3, b, ['net.decay=0.001'], 'a.cfg', 'd.data', tmp_path, b.metric,
+                            {'device': 'cpu'})
     assert spec.args.max_batches == 7 and spec.args.seed == 3 and spec.args.eval_metric == 'area'
-    assert spec.args.set == ['lrm.nms=0.5', 'net.decay=0.001', *ex.BASELINE.overrides]
+    assert spec.args.set == ['lrm.nms=0.5', 'net.decay=0.001', *grids.BASELINE.overrides]
     assert spec.run_dir == tmp_path / 'runs' / 'baseline-s3'
     path.write_text(json.dumps({'train': {'seed': 1}}))
-    with pytest.raises(ex.ExperimentError, match='seed'):
-        ex.load_budget(str(path))
-    for preset in ex.BUDGETS.values():  # every preset key is a trainer option
+    with pytest.raises(grids.ExperimentError, match='seed'):
+        grids.load_budget(str(path))
+    for preset in grids.BUDGETS.values():  # every preset key is a trainer option
         TrainArgs(**preset.train)
 
 
@@ -301,31 +349,31 @@ def _record(variant, seed, m, loss='loss2', k=None):
 
 
 def test_aggregate_pairs_seeds_and_counts_diverged_runs():
-    variants = [ex.Variant('base', ()), ex.Variant('lrm', ()), ex.Variant('l1', ())]
+    variants = [grids.Variant('base', ()), grids.Variant('lrm', ()), grids.Variant('l1', ())]
     records = [_record('base', 0, .50), _record('base', 1, .40), _record('lrm', 0, .56, k=64),
                _record('lrm', 1, .42, k=64), _record('l1', 0, None, loss='loss1'), _record('l1', 1, .30, 'loss1')]
-    base, lrm, l1 = ex.aggregate(variants, records)
+    base, lrm, l1 = report.aggregate(variants, records)
     assert base['baseline'] == 'base' and base['delta_mean'] is None and base['map_std'] == pytest.approx(.1 / 2 ** .5)
     assert lrm['delta_mean'] == pytest.approx(.04) and lrm['delta_std'] == pytest.approx(.04 / 2 ** .5)
     assert l1['diverged'] == 1 and l1['map_mean'] == pytest.approx(.30) and l1['delta_mean'] == pytest.approx(-.10)
     assert l1['map_std'] is None and l1['per_class_mean'] == {'a': .30, 'b': .15}
-    rows = _table_rows(ex.markdown_table([base, lrm, l1], 'MobileNet'))
+    rows = _table_rows(report.markdown_table([base, lrm, l1], 'MobileNet'))
     assert rows['l1']['mAP'] == '30.00 (1 of 2 diverged)' and rows['lrm']['Δ vs Loss2'] == '+4.00 ± 2.83'
     assert rows['lrm']['Backbone'] == 'MobileNet' and rows['l1']['Loss'] == 'Loss1'
     assert 'Method' not in rows['lrm']  # records stored before the Method existed, and the paper's rows: no column
 
 
 def test_mining_table_has_method_and_improvement_columns():
-    variants = [ex.Variant(n, ()) for n in ('baseline', 'lrm', 'slrm', 'iou-cls')]
+    variants = [grids.Variant(n, ()) for n in ('baseline', 'lrm', 'slrm', 'iou-cls')]
     records = [_record('baseline', 0, .50), _record('baseline', 1, .40), _record('lrm', 0, .56, k=256),
                _record('lrm', 1, .42, k=256), _record('slrm', 0, .60, k=256), _record('slrm', 1, .47, k=256),
                _record('iou-cls', 0, .46), _record('iou-cls', 1, .40)]
     for r in records:
         r['settings']['method'] = {'slrm': 'S-LRM stratified', 'iou-cls': 'IoU-balanced cls, η 1.5'}.get(
             r['variant'], '')
-    rows = ex.aggregate(variants, records)
+    rows = report.aggregate(variants, records)
     assert rows[0]['baseline'] == 'baseline' and [r['baseline'] for r in rows] == ['baseline'] * 4
-    md = ex.markdown_table(rows, 'Tiny Darknet')
+    md = report.markdown_table(rows, 'Tiny Darknet')
     head = [c.strip() for c in md.splitlines()[0].strip('|').split('|')]
     assert head[:3] == ['Variant', 'Method', 'Detector'] and head[-4:] == ['mAP', 'Δ vs Loss2', 'a', 'b']
     assert md.splitlines()[1] == '|' + '|'.join(['---'] * 10 + ['---:'] * 4) + '|'

@@ -131,8 +131,8 @@ def darknet_reference(raw, truths, anchors, p, seen):
     for e in (0, 1, 4):
         delta[:, :, e] *= sig[:, :, e] * (1 - sig[:, :, e])
     k = max(st['count'], 1)
-    stats = {'avg_iou': st['iou'] / k, 'class': st['cat'] / k, 'obj': st['obj'] / k,
-             'no_obj': sig[:, :, 4].mean(), 'recall': st['recall'] / k, 'recall75': st['recall75'] / k,
+    stats = {'iou': st['iou'] / k, 'class_prob': st['cat'] / k, 'obj_prob': st['obj'] / k,
+             'noobj_prob': sig[:, :, 4].mean(), 'recall50': st['recall'] / k, 'recall75': st['recall75'] / k,
              'count': st['count']}
     return torch.from_numpy(delta.reshape(bsz, ch, h, w)), stats, (owner, placed), best_ious
 
@@ -181,11 +181,11 @@ def _fixture_case(seen: int):
 @pytest.mark.parametrize('seen', [0, 20000])
 def test_darknet_fixture_gradient_and_stats(seen):
     net, raw, targets, expected, printed = _fixture_case(seen)
-    crit = net.criterion()
+    crit = RegionLoss(net.region, net.lrm)
     got, res = grad_of(crit, raw, targets, seen)
     assert (got - expected).abs().max().item() < 1e-5
     nums = [float(v) for v in re.findall(r'[-\d.]+(?:e[-+]?\d+)?', printed.split('Region')[1])]
-    ours = [res.stats[k].item() for k in ('avg_iou', 'class', 'obj', 'no_obj', 'recall', 'count')]
+    ours = [res.stats[k].item() for k in ('iou', 'class_prob', 'obj_prob', 'noobj_prob', 'recall50', 'count')]
     assert np.allclose(ours, nums, atol=1e-5, rtol=0), (ours, nums)
     assert res.darknet_line() == printed
     assert res.mask is None and res.per_prediction.shape == (1, 5, 13, 13)
@@ -234,8 +234,8 @@ def test_overwrite_last_truth_wins_and_both_counted():
     assert torch.allclose(got.view(1, 3, 8, 4, 5)[0, 1, :, 1, 2].double(), expected, atol=1e-6)
     assert res.stats['count'].item() == 2
     ious = [_iou(pred, t[:4]) for t in (first, later)]
-    assert abs(res.stats['avg_iou'].item() - sum(ious) / 2) < 1e-6
-    assert abs(res.stats['class'].item() - (probs[0] + probs[2]).item() / 2) < 1e-6
+    assert abs(res.stats['iou'].item() - sum(ious) / 2) < 1e-6
+    assert abs(res.stats['class_prob'].item() - (probs[0] + probs[2]).item() / 2) < 1e-6
 
 
 def test_autograd_matches_finite_differences():
@@ -274,7 +274,7 @@ def test_truth_limit_padding_and_empty_images():
     targets[0, 3] = torch.tensor([1, .5, .5, .1, .2])
     assert crit(raw, targets, 0).stats['count'].item() == 30  # 31 valid rows: the last one is dropped
     empty = crit(raw, torch.zeros(2, 0, 5), 0)
-    assert empty.stats['count'].item() == 0 and math.isnan(empty.stats['avg_iou'].item())
+    assert empty.stats['count'].item() == 0 and math.isnan(empty.stats['iou'].item())
     assert 'Avg IOU: nan' in empty.darknet_line() and empty.darknet_line().endswith('count: 0')
     assert empty.terms['coord'].item() == 0 and empty.terms['noobj'].item() > 0
 
@@ -286,8 +286,9 @@ def test_errors_name_file_and_key():
         small_loss('region.focal=1')
     with pytest.raises(ValueError, match=r'small\.cfg.*expected F'):
         small_loss()(torch.zeros(1, 25, 4, 5), torch.zeros(1, 1, 5), 0)
-    assert format_region_line({'avg_iou': torch.tensor(.5), 'class': torch.tensor(.25), 'obj': torch.tensor(.1),
-                               'no_obj': torch.tensor(.01), 'recall': torch.tensor(1.), 'count': torch.tensor(2.)}) \
+    assert format_region_line({'iou': torch.tensor(.5), 'class_prob': torch.tensor(.25), 'obj_prob': torch.tensor(.1),
+                               'noobj_prob': torch.tensor(.01), 'recall50': torch.tensor(1.),
+                               'count': torch.tensor(2.)}) \
         == 'Region Avg IOU: 0.500000, Class: 0.250000, Obj: 0.100000, No Obj: 0.010000, Avg Recall: 1.000000,  count: 2'
 
 
@@ -363,8 +364,8 @@ def test_loss1_training_scores_are_decode_scores():
     for (b, n, j, i), t in owner.items():
         expected[b, n, j, i] = -torch.log(dec.scores[b, n, j, i, t[4]])
     assert torch.allclose(res.per_prediction, expected, atol=1e-5)
-    assert abs(res.stats['obj'].item() - np.mean([dec.obj[k].item() for k in placed])) < 1e-6
-    assert abs(res.stats['class'].item() - np.mean([dec.scores[k][owner_cls].item()
+    assert abs(res.stats['obj_prob'].item() - np.mean([dec.obj[k].item() for k in placed])) < 1e-6
+    assert abs(res.stats['class_prob'].item() - np.mean([dec.scores[k][owner_cls].item()
                                                     for k, owner_cls in zip(placed, _classes(truths))])) < 1e-6
 
 

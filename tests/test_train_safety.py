@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from test_train import ROOT, data_file, demo, one_thread, run_args, tiny_cfg, write  # noqa: F401 (fixtures)
 from yolo_lrm.cfg import CfgError

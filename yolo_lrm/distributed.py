@@ -31,14 +31,17 @@ class DistInfo:
 
 def pick_device(name: str | None, local_rank: int = 0) -> torch.device:
     """`--device`: 'cpu', 'cuda', 'cuda:1', '0' (a CUDA index), or None/'' for CUDA when available."""
-    if not name:
+    spec = (name or '').strip().lower()  # ' CPU' from a shell variable or a config file means cpu
+    if not spec:
         return torch.device(f'cuda:{local_rank}' if torch.cuda.is_available() else 'cpu')
-    if name.isdigit():
-        name = f'cuda:{name}'
-    device = torch.device(name)
+    try:
+        device = torch.device(f'cuda:{spec}' if spec.isdigit() else spec)
+    except RuntimeError:  # torch's parse error is a RuntimeError that the CLIs would not report as a user error
+        raise ValueError(f'--device {spec}: not a device (cpu, cuda, cuda:N or N)') from None
     if device.type == 'cuda':
         if not torch.cuda.is_available():
-            raise ValueError(f'--device {name}: CUDA is not available in this PyTorch build or machine')
+            raise ValueError(f'--device {spec}: CUDA is not available in this PyTorch build ({torch.__version__}) '
+                             f'or machine')
         if device.index is None:
             device = torch.device('cuda', local_rank)
     return device

@@ -53,6 +53,7 @@ from .data import LetterboxImages, collate_images, resolve_list
 from .data.dataset import Unreadable
 from .data.labels import parse_label_text
 from .data.scan import entry_label_path, read_list
+from .distributed import pick_device
 from .head import detect
 from .kitti_eval import MIN_OVERLAP, KittiClass, evaluate_kitti_dirs
 from .letterbox import unletterbox
@@ -495,7 +496,7 @@ def _main_model(argv: list[str]) -> None:
     ap.add_argument('--iou-ge', action='store_true', help="IoU >= threshold (official MATLAB devkit) instead of >")
     ap.add_argument('--batch', type=int, default=8)
     ap.add_argument('--workers', type=int, default=2, help='image loading processes')
-    ap.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    ap.add_argument('--device', default='', help='cpu, cuda, cuda:N or N (default: cuda when available)')
     ap.add_argument('--size', type=int, help='network input size (default: the cfg width)')
     ap.add_argument('--out', help='folder for result files, eval.json and eval.csv (default: results= of the .data)')
     ap.add_argument('--set', nargs='*', default=[], metavar='SECTION.KEY=VALUE', help='cfg overrides')
@@ -506,10 +507,11 @@ def _main_model(argv: list[str]) -> None:
     if a.cfg == '-' and not a.weights.endswith('.pt'):  # said here: load_model cannot name this command's CFG
         raise CfgError(f'{a.weights}: a Darknet .weights file needs its cfg: give the cfg file as the first '
                        f'argument (CFG) instead of -')
+    device = pick_device(a.device)
     from .checkpoint import load_model
     data = parse_data(a.data)
     metrics = a.metric or ['kitti' if data['eval'] == 'kitti' else 'voc07']
-    net, ckpt_names = load_model(a.weights, None if a.cfg == '-' else a.cfg, a.set, a.device)
+    net, ckpt_names = load_model(a.weights, None if a.cfg == '-' else a.cfg, a.set, device)
     out = a.out or data['results']
     result = evaluate_model(net, data, metrics, a.iou, names=None if data['names'] else ckpt_names, size=a.size,
                             batch_size=a.batch, out=out, workers=a.workers, inclusive=a.iou_ge)

@@ -21,7 +21,7 @@ predictions; the 0.01 anchor prior while `seen < 12800` is kept too, so Loss1 an
 objectness and classes are scored.  `focal=1` replaces the cross-entropy by Lin et al.'s focal loss
 `−α_t·(1 − p_t)^γ·log p_t`, with α_t = focal_alpha for foreground and 1 − focal_alpha for background predictions.
 Inference (`head.decode(..., loss='loss1')`) scores a class by the same (C+1)-softmax probability; the statistics
-report that probability as `class` and 1 − p(background) as `obj` / `no_obj`.
+report that probability as `class_prob` and 1 − p(background) as `obj_prob` / `noobj_prob`.
 
 IoU-balanced losses (`../shared/papers/iou-balanced-loss.md` eq. 1-4), `[region]` keys, off by default; IoU is that
 of the responsible prediction's box with its truth, and no weight or normaliser carries a gradient:
@@ -50,6 +50,7 @@ from .mining import Mining, Predictions, check_lrm, mine
 MAX_TRUTHS = 30          # Darknet's region layer reads exactly 30 truth slots per image
 PRIOR_SEEN = 12800       # the anchor prior applies while fewer images than this have been seen
 PRIOR_SCALE = 0.01
+TERMS = ('coord', 'obj', 'noobj', 'cls', 'prior')   # the parts of the loss that LossResult.terms holds
 
 
 @dataclass
@@ -59,9 +60,10 @@ class LossResult:
     per_prediction: torch.Tensor       # (B, A, H, W): each prediction's own loss, before masking
     per_prediction_cls: torch.Tensor   # (B, A, H, W): its L_cls part (objectness / no-object + class)
     per_prediction_loc: torch.Tensor   # (B, A, H, W): its L_loc part (coordinates or anchor prior); cls + loc = own
-    terms: dict[str, torch.Tensor]     # coord, prior, obj, noobj, cls: detached sums after the mask (add up to total);
+    terms: dict[str, torch.Tensor]     # TERMS: detached sums after the mask (add up to total);
     #                                    Loss1: cls = foreground, noobj = background classification, obj = 0
-    stats: dict[str, torch.Tensor]     # Darknet's printed statistics (+ lrm_fg, lrm_bg, lrm_share, lrm_k, ... with LRM)
+    stats: dict[str, torch.Tensor]     # Darknet's printed statistics, named as in `stats.KEYS` (+ lrm_fg, lrm_bg,
+    #                                    lrm_share, lrm_k, ... with LRM)
     mask: torch.Tensor | None          # (B, A, H, W) bool: the LRM hard examples, None when LRM is off
     weight: torch.Tensor | None        # (B, A, H, W): multiplier of each prediction's loss (soft LRM), None when off
 
@@ -73,8 +75,8 @@ class LossResult:
 def format_region_line(stats: dict[str, torch.Tensor]) -> str:
     """Format statistics as the line Darknet's region layer prints (`nan` when the batch has no truth)."""
     v = {k: float(t) for k, t in stats.items()}
-    return (f"Region Avg IOU: {v['avg_iou']:f}, Class: {v['class']:f}, Obj: {v['obj']:f}, "
-            f"No Obj: {v['no_obj']:f}, Avg Recall: {v['recall']:f},  count: {int(v['count'])}")
+    return (f"Region Avg IOU: {v['iou']:f}, Class: {v['class_prob']:f}, Obj: {v['obj_prob']:f}, "
+            f"No Obj: {v['noobj_prob']:f}, Avg Recall: {v['recall50']:f},  count: {int(v['count'])}")
 
 
 @dataclass
@@ -111,21 +113,9 @@ class RegionLoss(nn.Module):
 
     def __init__(self, region: Section, lrm: Section | None = None):
         super().__init__()
+        check_loss_settings(region, lrm)
         self.region, self.lrm = region, lrm
         r = region
-        if len(r['anchors']) != 2 * r['num']:
-            raise r.error(f'num={r["num"]} needs {2 * r["num"]} anchor values, got {len(r["anchors"])}', 'anchors')
-        if not r['softmax']:
-            raise r.error('only softmax=1 is supported by the loss', 'softmax')
-        if r['max'] > MAX_TRUTHS:
-            raise r.error(f'the region layer reads at most {MAX_TRUTHS} truths per image; max={r["max"]}', 'max')
-        if r['focal'] and r['loss'] != 'loss1':
-            raise r.error('focal=1 needs loss=loss1 (Loss2 has no shared foreground/background term)', 'focal')
-        for key in ('eta', 'lambda', 'w_loc'):
-            if r[key] < 0:
-                raise r.error(f'{key} must be >= 0', key)
-        if lrm is not None:
-            check_lrm(lrm)
         self.num_anchors, self.num_classes = r['num'], r['classes']
         self.max_truths = r['max']
         self._anchors = torch.tensor(r['anchors'], dtype=torch.float32).view(-1, 2)
@@ -296,9 +286,9 @@ class RegionLoss(nn.Module):
             count = valid.sum()
             t_cls = cls_prob.gather(1, at.unsqueeze(-1).expand(b, at.shape[1], self.num_classes))
             t_cls = t_cls.gather(-1, truths.cls.unsqueeze(-1)).squeeze(-1)
-            stats = {'avg_iou': (iou * valid).sum() / count, 'class': (t_cls * valid).sum() / count,
-                     'obj': (objness.gather(1, at) * valid).sum() / count, 'no_obj': objness.mean(),
-                     'recall': ((iou > 0.5) * valid).sum() / count, 'recall75': ((iou > 0.75) * valid).sum() / count,
+            stats = {'iou': (iou * valid).sum() / count, 'class_prob': (t_cls * valid).sum() / count,
+                     'obj_prob': (objness.gather(1, at) * valid).sum() / count, 'noobj_prob': objness.mean(),
+                     'recall50': ((iou > 0.5) * valid).sum() / count, 'recall75': ((iou > 0.75) * valid).sum() / count,
                      'count': count}
         return stats
 
@@ -310,6 +300,20 @@ def _balanced(term: torch.Tensor, focus: torch.Tensor, resp: torch.Tensor) -> to
     return focus * torch.where(weighted > 0, plain / weighted.clamp(min=torch.finfo(t.dtype).tiny), 1.0)
 
 
-def build_loss(net: nn.Module) -> RegionLoss:
-    """The criterion for a built `Darknet` network (its `[region]` and `[lrm]` sections)."""
-    return RegionLoss(net.region, net.lrm)
+def check_loss_settings(region: Section, lrm: Section | None = None) -> None:
+    """Raise CfgError (naming the file and key) for `[region]`/`[lrm]` settings the loss cannot train with; the
+    constructor runs it, and the experiment runner before any run starts."""
+    r = region
+    if len(r['anchors']) != 2 * r['num']:
+        raise r.error(f'num={r["num"]} needs {2 * r["num"]} anchor values, got {len(r["anchors"])}', 'anchors')
+    if not r['softmax']:
+        raise r.error('only softmax=1 is supported by the loss', 'softmax')
+    if r['max'] > MAX_TRUTHS:
+        raise r.error(f'the region layer reads at most {MAX_TRUTHS} truths per image; max={r["max"]}', 'max')
+    if r['focal'] and r['loss'] != 'loss1':
+        raise r.error('focal=1 needs loss=loss1 (Loss2 has no shared foreground/background term)', 'focal')
+    for key in ('eta', 'lambda', 'w_loc'):
+        if r[key] < 0:
+            raise r.error(f'{key} must be >= 0', key)
+    if lrm is not None:
+        check_lrm(lrm)

@@ -175,11 +175,6 @@ class Darknet(nn.Module):
             if size <= 0 or size % self.stride:
                 raise ValueError(f'input size {size} must be a positive multiple of the network stride {self.stride}')
 
-    def criterion(self):
-        """The training loss for this network's `[region]`/`[lrm]` settings (see `yolo_lrm.loss`)."""
-        from .loss import build_loss
-        return build_loss(self)
-
     # --------------------------------------------------------------------------------------------- running
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         outputs: list[torch.Tensor | None] = []

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-COLUMNS = ('update', 'epoch', 'images', 'lr', 'loss', 'coord', 'obj', 'noobj', 'cls', 'prior', 'iou', 'class_prob',
-           'obj_prob', 'noobj_prob', 'recall50', 'recall75', 'lrm_fg', 'lrm_bg', 'lrm_share', 'map50', 'time_s',
-           'images_per_s')
+from .stats import LOGGED
+
+COLUMNS = ('update', 'epoch', 'images', 'lr', *LOGGED, 'map50', 'time_s', 'images_per_s')
 _PLOTTED = ('loss', 'coord', 'obj', 'noobj', 'cls', 'prior', 'iou', 'recall50', 'obj_prob', 'noobj_prob', 'lr',
             'lrm_share', 'map50')
 

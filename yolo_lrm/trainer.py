@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from . import distributed as dist_utils
@@ -37,17 +38,15 @@ from .allocator import keep_freed_memory
 from .cfg import CfgError, apply_overrides, parse_cfg, parse_cfg_text, parse_data
 from .checkpoint import (load_checkpoint, load_weights, model_checkpoint, remove_stale_temporaries, rng_state,
                          save_checkpoint, set_rng_state)
+from . import stats
+from .loss import TERMS, RegionLoss
 from .model import Darknet
 from .optim import build_optimizer, loss_scale, set_learning_rate
 from .data.loader import close_batches, default_workers, train_loader
 from .runlog import Meter, ResultsCsv, RunLog, check_parent_dir, increment_dir, plot_results, previous_run
+from .runstate import RunState
 from .schedule import current_batch, learning_rate, schedule_warnings
 
-TERMS = ('coord', 'obj', 'noobj', 'cls', 'prior')
-_ROW = 1 + len(TERMS)  # per-mini-batch row: total, then TERMS
-# per-update statistics after the per-mini-batch rows: sums over mini-batches (and processes)
-_AGG = ('iou', 'class_prob', 'obj_prob', 'recall50', 'recall75', 'count', 'noobj_prob', 'lrm_fg', 'lrm_bg',
-        'lrm_share', 'stop')
 _RESUME_KEEP = ('device', 'workers')  # options a resumed run may change; everything else comes from the checkpoint
 
 
@@ -174,13 +173,20 @@ class Trainer:
         if self.device.type == 'cpu':
             keep_freed_memory()
         self.log = RunLog(echo=self.dist.main)   # written to the run directory once it exists
-        ckpt = self._resolve_run(args)
+        ckpt = self._resolve_run(args)           # cfg, data and options; nothing on disk yet
         self._setup_determinism()
-        self._build_data()
-        self._build_model(ckpt)
+        self._build_data()                       # generates a built-in set, scans train= and valid=
+        self.net = self._build_model(ckpt)
+        self.crit = RegionLoss(self.net.region, self.net.lrm)
+        self.amp_dtype, self.scaler = self._mixed_precision()
+        self.optimizer = build_optimizer(self.net)  # after the move to the device: its state then lives there too
+        self.state = self._initial_state(ckpt)   # restores optimizer, scaler and RNG when resuming
+        self.model = self._wrap_model()
         self._check_schedule()
         self._open_run_dir()                     # only now: every input has been read and checked
-        self._build_loader()
+        self.loader = self._build_loader()
+        self._stop: _StopRequest | None = None
+        self._skipped_valid: set[str] = set()
 
     # ------------------------------------------------------------------------------------------------ setup
     def _resolve_run(self, args: TrainArgs) -> dict | None:
@@ -295,73 +301,74 @@ class Trainer:
                            f'{report.entries} entries (see the issues below)\n' +
                            '\n'.join(f'  {issue}' for issue in report.issues[:10]))
 
-    def _build_model(self, ckpt: dict | None) -> None:
+    def _build_model(self, ckpt: dict | None) -> Darknet:
+        """The network with its initial (or resumed) weights, on the device."""
         self.max_batches = self.cfg.net['max_batches']
         self.minibatch = self.batch // self.subdivisions            # images per mini-batch, all processes
         self.local_minibatch = self.minibatch // self.dist.world_size
-        self.net = Darknet(self.cfg)
-        self.crit = self.net.criterion()   # a cfg without [region] fails here, naming the file
-        self.best_map, self.bad_evals, self.train_time, self.last_saved = None, 0, 0.0, None
-        self._stop: _StopRequest | None = None
-        self._skipped_valid: set[str] = set()
+        net = Darknet(self.cfg)
+        if ckpt is None:
+            self._load_initial_weights(net)
+        else:
+            net.load_state_dict(ckpt['model'])
+        net.to(self.device)
+        if self.args.channels_last:
+            net.to(memory_format=torch.channels_last)
+        return net
+
+    def _mixed_precision(self) -> tuple[torch.dtype | None, torch.amp.GradScaler]:
+        """The autocast dtype (None: float32) and the gradient scaler (active for fp16 only)."""
         amp = self.args.amp if self.device.type == 'cuda' else 'off'
         if self.args.amp != 'off' and amp == 'off':
             self.log.info(f'--amp {self.args.amp}: mixed precision needs CUDA; training in float32 on {self.device}')
-        self.amp_dtype = {'off': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[amp]
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp == 'fp16')
-        if ckpt is None:
-            self._load_initial_weights()
-        else:
-            self.net.load_state_dict(ckpt['model'])
-        self.net.to(self.device)
-        if self.args.channels_last:
-            self.net.to(memory_format=torch.channels_last)
-        self.optimizer = build_optimizer(self.net)  # after the move: its state then lives on the device too
-        if ckpt is not None:
-            self._restore(ckpt)
-        self._wrap_model()
+        dtype = {'off': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[amp]
+        return dtype, torch.amp.GradScaler(self.device.type, enabled=amp == 'fp16')
 
-    def _load_initial_weights(self) -> None:
+    def _load_initial_weights(self, net: Darknet) -> None:
         a = self.args
         if a.weights:
             if a.weights.endswith('.pt'):
-                load_weights(self.net, load_checkpoint(a.weights), f'{a.weights}: weights do not fit {self.cfg.path}')
-                self.log.info(f'weights: {a.weights} (seen {self.net.seen:,})')
+                load_weights(net, load_checkpoint(a.weights), f'{a.weights}: weights do not fit {self.cfg.path}')
+                self.log.info(f'weights: {a.weights} (seen {net.seen:,})')
             else:
                 from .weights import load_darknet_weights
-                convs = len(self.net.conv_layers())
-                loaded = load_darknet_weights(self.net, a.weights, partial=True)
+                convs = len(net.conv_layers())
+                loaded = load_darknet_weights(net, a.weights, partial=True)
                 what = 'all' if loaded == convs else f'the first {loaded} of {convs} (partial: the rest keep ' \
                                                      f'their random initialisation)'
-                self.log.info(f'weights: {a.weights}: {what} conv layers loaded, header seen {self.net.seen:,}')
-        if a.clear and self.net.seen:
-            self.log.info(f'--clear: seen {self.net.seen:,} -> 0 (schedule, burn-in and prior restart)')
-            self.net.seen = 0
-        self.seen = int(self.net.seen)
-        self.update = current_batch(self.seen, self.batch)
-        if self.update >= self.max_batches:
-            raise ValueError(f'{a.weights}: seen {self.seen:,} images = {self.update} updates of {self.batch}, '
-                             f'not below max_batches={self.max_batches}; pass --clear to restart the schedule')
-        if self.update:
-            self.log.info(f'continuing Darknet\'s schedule at update {self.update} (seen {self.seen:,}; --clear '
-                          f'restarts it)')
+                self.log.info(f'weights: {a.weights}: {what} conv layers loaded, header seen {net.seen:,}')
+        if a.clear and net.seen:
+            self.log.info(f'--clear: seen {net.seen:,} -> 0 (schedule, burn-in and prior restart)')
+            net.seen = 0
 
-    def _restore(self, ckpt: dict) -> None:
+    def _initial_state(self, ckpt: dict | None) -> RunState:
+        """A fresh run starts at the initial weights' `seen` (Darknet continues its schedule); a resumed run where
+        its checkpoint stopped, with the optimizer, scaler and RNG states restored."""
+        if ckpt is None:
+            seen = int(self.net.seen)
+            state = RunState(seen=seen, update=current_batch(seen, self.batch))
+            if state.update >= self.max_batches:
+                raise ValueError(f'{self.args.weights}: seen {seen:,} images = {state.update} updates of '
+                                 f'{self.batch}, not below max_batches={self.max_batches}; pass --clear to restart '
+                                 f'the schedule')
+            if state.update:
+                self.log.info(f'continuing Darknet\'s schedule at update {state.update} (seen {seen:,}; --clear '
+                              f'restarts it)')
+            return state
         self.optimizer.load_state_dict(ckpt['optimizer'])
         if ckpt.get('scaler'):
             self.scaler.load_state_dict(ckpt['scaler'])
-        self.seen = self.net.seen = int(ckpt['seen'])
-        self.update = int(ckpt['update'])
-        self.best_map, self.bad_evals = ckpt.get('best_map'), int(ckpt.get('bad_evals', 0))
-        self.train_time = float(ckpt.get('train_time', 0.0))
-        self.last_saved = self.update
+        state = RunState.from_checkpoint(ckpt)
+        self.net.seen = state.seen
         set_rng_state(ckpt['rng'])
         if self.dist.main:
-            ResultsCsv(self.run_dir / 'results.csv').truncate_after(self.update)
-        self.log.info(f'resumed from {self.args.resume}: update {self.update}/{self.max_batches}, '
-                      f'seen {self.seen:,}')
+            ResultsCsv(self.run_dir / 'results.csv').truncate_after(state.update)
+        self.log.info(f'resumed from {self.args.resume}: update {state.update}/{self.max_batches}, '
+                      f'seen {state.seen:,}')
+        return state
 
-    def _wrap_model(self) -> None:
+    def _wrap_model(self) -> torch.nn.Module:
+        """What the forward pass calls: the network, converted to SyncBatchNorm, in DDP, compiled, as asked."""
         model: torch.nn.Module = self.net
         if self.args.sync_bn:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -370,7 +377,7 @@ class Trainer:
             model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
         if self.args.compile:
             model = torch.compile(model)
-        self.model = model
+        return model
 
     def _check_schedule(self) -> None:
         """Say what will run, and fail now rather than mid-run on impossible schedule settings."""
@@ -385,7 +392,7 @@ class Trainer:
                       f'hard-example mining {mining}')
         for message in schedule_warnings(n):
             self.log.info(f'warning: {message}')
-        learning_rate(n, max(1, self.update))
+        learning_rate(n, max(1, self.state.update))
 
     def _open_run_dir(self) -> None:
         """Create (fresh run) the run directory, then write the log so far, the scan logs and the run files."""
@@ -417,15 +424,14 @@ class Trainer:
             self.log.info(f'{what}: {len(report.images)} images from {self.data[what]} ({len(report.issues)} '
                           f'issues{", see " + path.name if report.issues else ""})')
 
-    def _build_loader(self) -> None:
+    def _build_loader(self) -> DataLoader:
+        """Batches in the order of the seeded multi-scale sampler, from the update the run starts at."""
         from .data import MultiScaleBatchSampler, collate
-        region = self.cfg.region
-        self.sampler = MultiScaleBatchSampler(
-            len(self.dataset), self.local_minibatch, self.subdivisions, self.args.seed, bool(region['random']),
+        sampler = MultiScaleBatchSampler(
+            len(self.dataset), self.local_minibatch, self.subdivisions, self.args.seed, bool(self.cfg.region['random']),
             self.cfg.net['width'], self.max_batches, self.dist.rank, self.dist.world_size,
-            start_minibatch=self.update * self.subdivisions)
-        self.loader = train_loader(self.dataset, self.sampler, collate, self.args.workers,
-                                   pin_memory=self.device.type == 'cuda')
+            start_minibatch=self.state.update * self.subdivisions)
+        return train_loader(self.dataset, sampler, collate, self.args.workers, pin_memory=self.device.type == 'cuda')
 
     def _write_run_files(self) -> None:
         cfg_name = Path(self.args.cfg or 'model.cfg').name
@@ -446,27 +452,27 @@ class Trainer:
         meter, last_map, reason = Meter(), None, 'finished'
         self.net.train()
         batches = iter(self.loader)
-        bar = tqdm(total=self.max_batches, initial=self.update, disable=not self.dist.main, unit='update',
+        bar = tqdm(total=self.max_batches, initial=self.state.update, disable=not self.dist.main, unit='update',
                    dynamic_ncols=True, mininterval=1.0)
         with _StopRequest() as self._stop, contextlib.closing(bar), _closing_batches(batches):
-            while self.update < self.max_batches:
+            while self.state.update < self.max_batches:
                 t0 = time.perf_counter()
-                values = self.train_update(batches)
+                values, stop = self.train_update(batches)
                 elapsed = time.perf_counter() - t0
-                self.train_time += elapsed
+                self.state.train_time += elapsed
                 values['images_per_s'] = self.batch / elapsed
                 meter.add(values)
                 bar.update(1)
                 bar.set_postfix_str(self._postfix(values), refresh=False)
-                k = self.update
+                k = self.state.update
                 final = k == self.max_batches
                 evaluate = k % interval == 0 or final
                 if evaluate:
                     last_map = self._evaluate_or_save(meter)
                     meter.reset()
-                    if a.patience and self.bad_evals >= a.patience:
+                    if a.patience and self.state.bad_evals >= a.patience:
                         reason = 'early-stop'
-                if values['stop'] and reason == 'finished':
+                if stop and reason == 'finished':
                     reason = 'interrupted'
                 if reason != 'finished' or evaluate or (a.save_interval and k % a.save_interval == 0):
                     self._save(final=final)
@@ -476,10 +482,11 @@ class Trainer:
                     break
         return self._finish(reason, last_map)
 
-    def train_update(self, batches: Iterator) -> dict[str, float]:
+    def train_update(self, batches: Iterator) -> tuple[dict[str, float], bool]:
         """One update: forward/backward over `subdivisions` mini-batches from `batches` (collated `(images, targets,
-        paths)`), one synchronised look at the numbers, then the SGD step.  Returns the logged values."""
-        rows, aggs, paths = [], [], []
+        paths)`), one synchronised look at the numbers, then the SGD step.  Returns the logged values (named as in
+        `stats.KEYS`, plus lr and size) and whether a stop was requested in any process."""
+        rows, paths = [], []
         scale = loss_scale(self.batch, self.dist.world_size)
         for s in range(self.subdivisions):
             images, targets, batch_paths = next(batches)
@@ -488,76 +495,58 @@ class Trainer:
             if self.args.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             targets = targets.to(self.device, non_blocking=True)
-            self.seen += self.minibatch  # Darknet counts the mini-batch before its forward pass
+            self.state.seen += self.minibatch  # Darknet counts the mini-batch before its forward pass
             sync = s == self.subdivisions - 1 or not self.dist.enabled
             with (contextlib.nullcontext() if sync else self.model.no_sync()):
                 with torch.autocast(self.device.type, self.amp_dtype, enabled=self.amp_dtype is not None):
                     output = self.model(images)
-                result = self.crit(output.float(), targets, self.seen)
+                result = self.crit(output.float(), targets, self.state.seen)
                 self.scaler.scale(result.total * scale).backward()
-            rows.append(torch.stack([result.total.detach(), *(result.terms[t] for t in TERMS)]))
-            aggs.append(self._aggregate(result.stats))
-        self.net.seen = self.seen
-        self.update = current_batch(self.seen, self.batch)
-        stats = torch.cat([torch.stack(rows).flatten(), torch.stack(aggs).sum(0)])
+            rows.append(stats.pack(result))
+        self.net.seen = self.state.seen
+        self.state.update = current_batch(self.state.seen, self.batch)
+        packed = torch.stack(rows).flatten()
         flag = float(self._stop is not None and self._stop.requested)
-        local = torch.cat([stats, stats.new_full((1,), flag)])  # a fill kernel: no host-to-device copy
+        local = torch.cat([packed, packed.new_full((1,), flag)])  # the stop flag after the rows: a fill, no copy
         summed = dist_utils.all_reduce_sum(local.clone(), self.dist) if self.dist.enabled else local
         numbers = summed.tolist()  # the one host sync of the update
-        values = self._values(numbers)
-        if not all(math.isfinite(v) for v in numbers[:len(rows) * _ROW]):
-            raise NonFiniteLoss(self._nonfinite_message(local.tolist(), paths))
-        lr = learning_rate(self.cfg.net, self.update)
+        *numbers, stop = numbers
+        if not all(math.isfinite(v) for r in self._rows(numbers) for v in stats.row_losses(r).values()):
+            raise NonFiniteLoss(self._nonfinite_message(self._rows(local.tolist()[:-1]), paths))
+        values = stats.unpack(numbers, self.batch, self.subdivisions * self.dist.world_size,
+                              mining=self.crit.lrm is not None and self.crit.lrm['hard_examples'] > 0)
+        lr = learning_rate(self.cfg.net, self.state.update)
         set_learning_rate(self.optimizer, lr)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         values['lr'] = lr
         values['size'] = paths[-1][0]
-        return values
+        return values, stop > 0
 
-    def _aggregate(self, stats: dict[str, torch.Tensor]) -> torch.Tensor:
-        """One mini-batch's statistics as sums (count-weighted averages, NaN of an empty batch as 0)."""
-        count = stats['count']
-        weighted = [torch.nan_to_num(stats[k]) * count for k in ('avg_iou', 'class', 'obj', 'recall', 'recall75')]
-        zero = count.new_zeros(())
-        lrm = [stats[k].to(count.dtype) if k in stats else zero for k in ('lrm_fg', 'lrm_bg', 'lrm_share')]
-        return torch.stack([*weighted, count, stats['no_obj'], *lrm])
+    @staticmethod
+    def _rows(numbers: list[float]) -> list[list[float]]:
+        """Flattened mini-batch rows of `stats.KEYS`, one list each."""
+        n = len(stats.KEYS)
+        return [numbers[i:i + n] for i in range(0, len(numbers), n)]
 
-    def _values(self, numbers: list[float]) -> dict[str, float]:
-        """Per-image losses and Darknet-style averages from the summed numbers of one update."""
-        s, world = self.subdivisions, self.dist.world_size
-        rows = [numbers[i * _ROW:(i + 1) * _ROW] for i in range(s)]
-        agg = dict(zip(_AGG, numbers[s * _ROW:]))
-        values = {'loss': sum(r[0] for r in rows) / self.batch}
-        values.update({t: sum(r[1 + i] for r in rows) / self.batch for i, t in enumerate(TERMS)})
-        count = agg['count']
-        for key in ('iou', 'class_prob', 'obj_prob', 'recall50', 'recall75'):
-            values[key] = agg[key] / count if count else math.nan
-        values['noobj_prob'] = agg['noobj_prob'] / (s * world)
-        if self.crit.lrm is not None and self.crit.lrm['hard_examples'] > 0:
-            values.update(lrm_fg=agg['lrm_fg'] / self.batch, lrm_bg=agg['lrm_bg'] / self.batch,
-                          lrm_share=agg['lrm_share'] / (s * world))
-        values['stop'] = float(agg['stop'] > 0)
-        return values
-
-    def _nonfinite_message(self, local: list[float], paths: list[tuple[int, list[str]]]) -> str:
-        lines = [f'non-finite loss in update {self.update} (seen {self.seen:,} images): training stopped before the '
-                 f'optimizer step; nothing was saved after it.']
-        for s, (size, batch_paths) in enumerate(paths):
-            row = local[s * _ROW:(s + 1) * _ROW]
-            if all(math.isfinite(v) for v in row):
+    def _nonfinite_message(self, rows: list[list[float]], paths: list[tuple[int, list[str]]]) -> str:
+        lines = [f'non-finite loss in update {self.state.update} (seen {self.state.seen:,} images): training stopped '
+                 f'before the optimizer step; nothing was saved after it.']
+        for s, ((size, batch_paths), row) in enumerate(zip(paths, rows)):
+            losses = stats.row_losses(row)
+            if all(math.isfinite(v) for v in losses.values()):
                 continue
-            terms = ', '.join(f'{t} {v:.6g}' for t, v in zip(TERMS, row[1:]))
+            terms = ', '.join(f'{t} {losses[t]:.6g}' for t in TERMS)
             lines.append(f'  mini-batch {s + 1}/{len(paths)} (input {size}x{size}'
-                         + (f', rank {self.dist.rank}' if self.dist.enabled else '') + f'): loss {row[0]:.6g} '
+                         + (f', rank {self.dist.rank}' if self.dist.enabled else '') + f'): loss {losses["loss"]:.6g} '
                          f'({terms}); images:')
             lines += [f'    {p}' for p in batch_paths]
         if len(lines) == 1:
             lines.append('  (the non-finite values came from another process; see its message)')
         last = self.weights_dir / 'last.pt'
-        lines.append(f'last good checkpoint: {last} (update {self.last_saved})' if self.last_saved is not None
-                     else 'no checkpoint was written before this update')
+        lines.append(f'last good checkpoint: {last} (update {self.state.last_saved})'
+                     if self.state.last_saved is not None else 'no checkpoint was written before this update')
         lines.append('common causes: a too high learning rate (try a longer burn_in or a lower --lr), --amp fp16 '
                      'overflow, or bad labels (see the dataset scan log)')
         return '\n'.join(lines)
@@ -580,7 +569,7 @@ class Trainer:
         except Exception:
             if self.dist.main:  # no barrier: the other processes wait in the broadcast of the mAP
                 save_checkpoint(self._checkpoint(), self.weights_dir / 'last.pt')
-            self.log.info(f'evaluation failed after update {self.update}; weights/last.pt holds that update '
+            self.log.info(f'evaluation failed after update {self.state.update}; weights/last.pt holds that update '
                           f'(continue with: python train.py --resume {self.run_dir})')
             raise
 
@@ -589,20 +578,20 @@ class Trainer:
         map50 = self._validation_map() if self.dist.main else None
         map50 = dist_utils.broadcast_object(map50, self.dist)
         if map50 is not None:
-            if self.best_map is None or map50 > self.best_map:
-                self.best_map, self.bad_evals = map50, 0
+            if self.state.best_map is None or map50 > self.state.best_map:
+                self.state.best_map, self.state.bad_evals = map50, 0
                 if self.dist.main:
                     save_checkpoint(self._checkpoint(weights_only=True), self.weights_dir / 'best.pt')
             else:
-                self.bad_evals += 1
+                self.state.bad_evals += 1
         if self.dist.main:
-            row = {**meter.means(), 'update': self.update, 'epoch': round(self.seen / len(self.dataset), 4),
-                   'images': self.seen, 'lr': learning_rate(self.cfg.net, self.update), 'map50': map50,
-                   'time_s': round(self.train_time, 1)}
+            row = {**meter.means(), 'update': self.state.update, 'epoch': round(self.state.seen / len(self.dataset), 4),
+                   'images': self.state.seen, 'lr': learning_rate(self.cfg.net, self.state.update), 'map50': map50,
+                   'time_s': round(self.state.train_time, 1)}
             ResultsCsv(self.run_dir / 'results.csv').append(row)
-            best = f' (best {self.best_map:.4f})' if self.best_map is not None else ''
-            self.log.info(f'update {self.update}: mAP@.5 {map50:.4f}{best}' if map50 is not None else
-                          f'update {self.update}: no valid= list in {self.data.path}, no mAP')
+            best = f' (best {self.state.best_map:.4f})' if self.state.best_map is not None else ''
+            self.log.info(f'update {self.state.update}: mAP@.5 {map50:.4f}{best}' if map50 is not None else
+                          f'update {self.state.update}: no valid= list in {self.data.path}, no mAP')
         return map50
 
     def _validation_map(self) -> float | None:
@@ -626,11 +615,11 @@ class Trainer:
                       f'(see dataset-scan.log)')
 
     def _checkpoint(self, weights_only: bool = False) -> dict[str, Any]:
-        extra: dict[str, Any] = {'update': self.update, 'best_map': self.best_map,
-                                 'epoch': self.seen / len(self.dataset)}
+        extra: dict[str, Any] = {**self.state.to_checkpoint(resumable=not weights_only),
+                                 'epoch': self.state.seen / len(self.dataset)}
         if not weights_only:
             extra.update(optimizer=self.optimizer.state_dict(), scaler=self.scaler.state_dict(), rng=rng_state(),
-                         args=dataclasses.asdict(self.args), bad_evals=self.bad_evals, train_time=self.train_time)
+                         args=dataclasses.asdict(self.args))
         return model_checkpoint(self.net, self.names, **extra)
 
     def _save(self, final: bool) -> None:
@@ -638,7 +627,7 @@ class Trainer:
         if self.dist.main:
             save_checkpoint(self._checkpoint(), self.weights_dir / 'last.pt')
             self._darknet_backups(final)
-        self.last_saved = self.update
+        self.state.last_saved = self.state.update
         dist_utils.barrier(self.dist)
 
     def _darknet_backups(self, final: bool) -> None:
@@ -649,7 +638,7 @@ class Trainer:
         folder = self._backup_dir()
         if folder is None:
             return
-        k, n = self.update, self.args.save_interval
+        k, n = self.state.update, self.args.save_interval
         stem = Path(self.args.cfg or 'model.cfg').stem
         folder.mkdir(parents=True, exist_ok=True)
         save_darknet_weights(self.net, folder / f'{stem}.backup')
@@ -673,13 +662,13 @@ class Trainer:
                 self.log.info(note)
             what = {'finished': 'finished', 'early-stop': f'early stop: no better mAP in {self.args.patience} '
                     f'evaluations', 'interrupted': 'interrupted: saved'}[reason]
-            best = f', best mAP@.5 {self.best_map:.4f}' if self.best_map is not None else ''
-            self.log.info(f'{what} at update {self.update}/{self.max_batches} ({self.seen:,} images, '
-                          f'{self.train_time / 60:.1f} min training{best}); results in {self.run_dir}')
+            best = f', best mAP@.5 {self.state.best_map:.4f}' if self.state.best_map is not None else ''
+            self.log.info(f'{what} at update {self.state.update}/{self.max_batches} ({self.state.seen:,} images, '
+                          f'{self.state.train_time / 60:.1f} min training{best}); results in {self.run_dir}')
             if reason == 'interrupted':
                 self.log.info(f'continue with: python train.py --resume {self.run_dir}')
         dist_utils.barrier(self.dist)
-        return TrainResult(self.run_dir, self.update, self.seen, self.best_map, last_map, reason)
+        return TrainResult(self.run_dir, self.state.update, self.state.seen, self.state.best_map, last_map, reason)
 
     def close(self) -> None:
         """Release the process group."""
