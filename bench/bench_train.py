@@ -81,7 +81,8 @@ def bench_one(opts: argparse.Namespace) -> dict:
     """Build a Trainer for one cfg and time it (runs in its own process, see `main`)."""
     import torch
     from yolo_lrm.cfg import parse_cfg
-    from yolo_lrm.trainer import Trainer, TrainArgs
+    from yolo_lrm.trainargs import TrainArgs
+    from yolo_lrm.trainer import Trainer
     if opts.threads:
         torch.set_num_threads(opts.threads)
     classes = parse_cfg(opts.cfg[0]).region['classes']

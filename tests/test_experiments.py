@@ -13,7 +13,7 @@ from yolo_lrm import experiment_report as report
 from yolo_lrm import experiment_runs as runner
 from yolo_lrm import experiments as ex
 from yolo_lrm.data import prepare_data
-from yolo_lrm.trainer import TrainArgs
+from yolo_lrm.trainargs import TrainArgs
 
 from conftest import ROOT
 

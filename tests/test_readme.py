@@ -40,7 +40,7 @@ from yolo_lrm.model import Darknet
 from yolo_lrm.weights import layout, read_header, save_darknet_weights
 
 if TYPE_CHECKING:
-    from yolo_lrm.trainer import TrainArgs
+    from yolo_lrm.trainargs import TrainArgs
 
 ROOT = Path(__file__).resolve().parents[1]
 PROGRAMS = ('python', 'python3', 'bash', 'sh', 'torchrun', 'pip', 'pip3')

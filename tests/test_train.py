@@ -20,7 +20,8 @@ from yolo_lrm.data import ListDataset, MultiScaleBatchSampler, collate
 from yolo_lrm.data.synthetic import generate
 from yolo_lrm.loss import RegionLoss
 from yolo_lrm.model import Darknet
-from yolo_lrm.trainer import NonFiniteLoss, TrainArgs, cfg_overrides, train
+from yolo_lrm.trainargs import TrainArgs, cfg_overrides
+from yolo_lrm.trainer import NonFiniteLoss, train
 
 ROOT = Path(__file__).resolve().parents[1]
 

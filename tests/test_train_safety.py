@@ -13,7 +13,8 @@ from test_train import ROOT, data_file, demo, one_thread, run_args, tiny_cfg, wr
 from yolo_lrm.cfg import CfgError
 from yolo_lrm.checkpoint import load_checkpoint
 from yolo_lrm.data.loader import default_workers, process_alive
-from yolo_lrm.trainer import TrainArgs, train
+from yolo_lrm.trainargs import TrainArgs
+from yolo_lrm.trainer import train
 
 CHILD_ENV = {**os.environ, 'PYTHONPATH': str(ROOT), 'OMP_NUM_THREADS': '1'}
 

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 from .cfg import Section, parse_cfg, parse_data
 from .evaluate import METRICS
 from .loss import check_loss_settings
-from .trainer import TrainArgs, cfg_overrides
+from .trainargs import TrainArgs, cfg_overrides
 
 GRIDS = ('lrm', 'loss', 'mining', 'custom')
 HARD_EXAMPLES = (64, 128, 256)

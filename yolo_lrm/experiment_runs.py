@@ -16,7 +16,8 @@ from .cfg import parse_cfg, parse_data
 from .checkpoint import atomic_write
 from .distributed import pick_device
 from .experiment_grids import Budget, ExperimentError, Variant, settings_of
-from .trainer import NonFiniteLoss, TrainArgs, cfg_overrides, train
+from .trainargs import TrainArgs, cfg_overrides
+from .trainer import NonFiniteLoss, train
 
 RESULT_FILE = 'experiment.json'
 # TrainArgs fields that make two runs the same experiment (paths compared by file name: an OUT may be moved); not
