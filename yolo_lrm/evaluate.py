@@ -392,7 +392,7 @@ def check_metrics(metric: str | Sequence[str]) -> list[str]:
         if m not in METRICS:
             raise ValueError(f'metric must be one of {", ".join(METRICS)}, got {m!r}')
         if m in ('kitti', 'kitti-voc') and len(metrics) > 1:  # their rows are not VOC rows at each IoU
-            raise ValueError(f'metric {m} cannot be combined with other metrics, got {" ".join(metrics)}')
+            raise ValueError(f'kitti and kitti-voc cannot be combined with other metrics, got {" ".join(metrics)}')
     return metrics
 
 
@@ -502,8 +502,11 @@ def _main_model(argv: list[str]) -> None:
     ap.add_argument('--set', nargs='*', default=[], metavar='SECTION.KEY=VALUE', help='cfg overrides')
     _output_args(ap)
     a = ap.parse_args(argv)
-    if a.metric and len(a.metric) > 1 and {'kitti', 'kitti-voc'} & set(a.metric):
-        ap.error('--metric: kitti and kitti-voc cannot be combined with other metrics')
+    if a.metric:
+        try:
+            check_metrics(a.metric)
+        except ValueError as exc:
+            ap.error(f'--metric: {exc}')
     if a.cfg == '-' and not a.weights.endswith('.pt'):  # said here: load_model cannot name this command's CFG
         raise CfgError(f'{a.weights}: a Darknet .weights file needs its cfg: give the cfg file as the first '
                        f'argument (CFG) instead of -')

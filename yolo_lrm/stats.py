@@ -47,9 +47,7 @@ def pack(result: LossResult) -> torch.Tensor:
 def unpack(summed: list[float], batch: int, minibatches: int, mining: bool) -> dict[str, float]:
     """The logged values of one update from its rows summed over processes (flattened, `minibatches` x `KEYS`):
     `batch` is the update's images, `minibatches` the rows of one process times the processes."""
-    n = len(KEYS)
-    rows = len(summed) // n
-    total = {k: sum(summed[r * n + i] for r in range(rows)) for i, k in enumerate(KEYS)}
+    total = {k: sum(column) for k, column in zip(KEYS, zip(*split_rows(summed)))}
     count = total['count']
     values = {}
     for key in LOGGED:
@@ -63,6 +61,12 @@ def unpack(summed: list[float], batch: int, minibatches: int, mining: bool) -> d
         else:
             values[key] = total[key] / minibatches
     return values
+
+
+def split_rows(numbers: list[float]) -> list[list[float]]:
+    """Flattened mini-batch rows back into one list of `KEYS` values per mini-batch."""
+    n = len(KEYS)
+    return [numbers[i:i + n] for i in range(0, len(numbers), n)]
 
 
 def row_losses(row: list[float]) -> dict[str, float]:

@@ -158,8 +158,9 @@ class Trainer:
             raise ValueError(f'--amp {a.amp}: expected off, bf16 or fp16')
         if a.resume is None:
             self._check_run_location()
-        if self._backup_dir() is not None:
-            check_parent_dir(self._backup_dir(), '--backup (Darknet backups)' if a.backup else
+        backup = self._backup_dir()
+        if backup is not None:
+            check_parent_dir(backup, '--backup (Darknet backups)' if a.backup else
                              f'backup= of {self.data.path} (Darknet backups; --backup DIR or none changes it)')
 
     def _check_run_location(self) -> None:
@@ -433,8 +434,8 @@ class Trainer:
         summed = dist_utils.all_reduce_sum(local.clone(), self.dist) if self.dist.enabled else local
         numbers = summed.tolist()  # the one host sync of the update
         *numbers, stop = numbers
-        if not all(math.isfinite(v) for r in self._rows(numbers) for v in stats.row_losses(r).values()):
-            raise NonFiniteLoss(self._nonfinite_message(self._rows(local.tolist()[:-1]), paths))
+        if not all(math.isfinite(v) for r in stats.split_rows(numbers) for v in stats.row_losses(r).values()):
+            raise NonFiniteLoss(self._nonfinite_message(stats.split_rows(local.tolist()[:-1]), paths))
         values = stats.unpack(numbers, self.batch, self.subdivisions * self.dist.world_size,
                               mining=self.crit.lrm is not None and self.crit.lrm['hard_examples'] > 0)
         lr = learning_rate(self.cfg.net, self.state.update)
@@ -445,12 +446,6 @@ class Trainer:
         values['lr'] = lr
         values['size'] = paths[-1][0]
         return values, stop > 0
-
-    @staticmethod
-    def _rows(numbers: list[float]) -> list[list[float]]:
-        """Flattened mini-batch rows of `stats.KEYS`, one list each."""
-        n = len(stats.KEYS)
-        return [numbers[i:i + n] for i in range(0, len(numbers), n)]
 
     def _nonfinite_message(self, rows: list[list[float]], paths: list[tuple[int, list[str]]]) -> str:
         lines = [f'non-finite loss in update {self.state.update} (seen {self.state.seen:,} images): training stopped '
