@@ -51,6 +51,7 @@ TIMEOUT_S = 300
 TRAIN_SMALL = ('--img-size', '64', '--batch', '2', '--subdivisions', '1', '--max-batches', '1', '--workers', '0',
                '--device', 'cpu')
 TINY_BUDGET = 'tiny-budget.json'
+TIMM_STAND_IN = 'mobilenetv1_100-random.pt'   # for `python -m yolo_lrm.backbones` (no download in tests)
 
 
 # --------------------------------------------------------------------------------------------- the commands
@@ -328,6 +329,20 @@ def _bccd_data(work: Work) -> None:
         shutil.copy(ROOT / 'data' / name, work.path / 'data' / name)
 
 
+def _timm_checkpoint(work: Work) -> None:
+    """A random state_dict with the keys and shapes of timm's mobilenetv1_100 (what the download would give)."""
+    from test_backbones import timm_state_dict
+    torch.save(timm_state_dict(), work.path / TIMM_STAND_IN)
+
+
+def _mobilenet_backbone(work: Work) -> None:
+    """weights/mobilenet_v1.conv.27, converted from the random timm stand-in."""
+    from yolo_lrm.backbones import convert_mobilenet_v1
+    work.make(TIMM_STAND_IN)
+    (work.path / 'weights').mkdir(exist_ok=True)
+    convert_mobilenet_v1(str(work.path / 'weights' / 'mobilenet_v1.conv.27'), str(work.path / TIMM_STAND_IN))
+
+
 def _tiny_budget(work: Work) -> None:
     """A budget for `python -m yolo_lrm.experiments`: every grid run is one update of 2 images at 64 px."""
     train = {'batch': 2, 'subdivisions': 1, 'max_batches': 1, 'img_size': 64, 'workers': 0, 'eval_interval': 1,
@@ -356,6 +371,8 @@ INPUTS: dict[str, Callable[[Work], None]] = {
     'data/bccd.data': _bccd_data,
     'data/bccd-test.data': _bccd_data,
     TINY_BUDGET: _tiny_budget,
+    TIMM_STAND_IN: _timm_checkpoint,
+    'weights/mobilenet_v1.conv.27': _mobilenet_backbone,
 }
 
 
@@ -562,6 +579,17 @@ def check_partial(o: Outcome) -> None:
     assert (o.work / out).stat().st_size == header.size + 4 * sum(r.floats for r in records)
 
 
+def check_backbone(o: Outcome) -> None:
+    """A Darknet file (seen 0) holding exactly the 27 backbone convs of the MobileNet cfgs."""
+    out = o.work / o.option('--out')
+    with torch.device('meta'):  # shapes only
+        records = [r for r in layout(Darknet(ROOT / 'cfg' / 'yolov2-mobilenet-voc.cfg'), loading=True)
+                   if r.index < 27]
+    header = read_header(out)
+    assert header.seen == 0 and o.fresh(out) and len(records) == 27
+    assert out.stat().st_size == header.size + 4 * sum(r.floats for r in records)
+
+
 def check_grid(o: Outcome) -> None:
     """The grid's table and JSON, with a finished run for every row."""
     cfg, data, grid = Path(o.option('--cfg')), Path(o.option('--data')), o.option('--grid', 'lrm')
@@ -688,6 +716,9 @@ RULES: list[Rule] = [
     Rule(('python', '-m', 'yolo_lrm.model'), 'as written', check_layer_table),
     Rule(('python', '-m', 'yolo_lrm.weights', 'partial'), 'random weights', check_partial,
          outputs=lambda argv: argv[6:7]),
+    Rule(('python', '-m', 'yolo_lrm.backbones'), 'a random state_dict with timm\'s keys instead of the download',
+         check_backbone, append=('--checkpoint', TIMM_STAND_IN),
+         outputs=lambda argv: [argv[argv.index('--out') + 1]]),
     # matplotlib hidden: each grid run draws its results.png (1.5 s of CPU here, most of a tiny run); the train.py
     # commands above still draw theirs
     Rule(('python', '-m', 'yolo_lrm.experiments'), 'every grid run one update of 2 images at 64 px: the --budget '

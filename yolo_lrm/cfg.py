@@ -48,7 +48,8 @@ def _choice(*allowed: str) -> Callable[[str], str]:
 
 
 REQUIRED = object()  # marks a key without default
-_ACTIVATIONS = _choice('leaky', 'linear', 'relu', 'logistic')
+# relu6 is ours (Darknet has none): MobileNet-v1's activation, for its ImageNet weights (yolo_lrm/backbones.py)
+_ACTIVATIONS = _choice('leaky', 'linear', 'relu', 'relu6', 'logistic')
 
 # Keys every Darknet layer accepts (per-layer lr multiplier and loading switches).
 _COMMON = {

@@ -9,11 +9,13 @@ from torch import nn
 
 
 def activate(x: torch.Tensor, name: str) -> torch.Tensor:
-    """Darknet activations: leaky uses slope 0.1 (not PyTorch's 0.01)."""
+    """Darknet activations: leaky uses slope 0.1 (not PyTorch's 0.01); relu6 (min(max(x, 0), 6)) is our extension."""
     if name == 'leaky':
         return F.leaky_relu(x, 0.1)
     if name == 'relu':
         return F.relu(x)
+    if name == 'relu6':
+        return F.relu6(x)
     if name == 'logistic':
         return torch.sigmoid(x)
     return x
