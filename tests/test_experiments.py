@@ -102,7 +102,7 @@ def test_grid_writes_table_json_csv_and_plot_from_real_runs(grid):
     deltas = [by[('lrm-k4-nms0.5', s)]['map'] - by[('baseline', s)]['map'] for s in (0, 1)]
     assert summary['aggregate'][1]['delta_mean'] == pytest.approx(sum(deltas) / 2)
     assert summary['aggregate'][1]['delta_std'] == pytest.approx(abs(deltas[0] - deltas[1]) / math.sqrt(2))
-    assert rows['baseline']['LRM'] == '✗' and rows['lrm-k4-nms0.5']['Hard examples'] == '4'
+    assert rows['baseline']['LRM'] == '✗' and rows['lrm-k4-nms0.5']['Hard examples'] == '4 (22.2 %)'  # of 3x3x2
     assert rows['baseline']['Δ vs Loss2'] == '-' and rows['lrm-k4-nms0.5']['NMS'] == '0.5'
     assert 'Method' not in rows['baseline']  # only options beyond the paper add that column
     # the variants of one cfg write no Darknet backups into the data's backup= folder (they would overwrite each other)
@@ -360,7 +360,27 @@ def test_aggregate_pairs_seeds_and_counts_diverged_runs():
     rows = _table_rows(report.markdown_table([base, lrm, l1], 'MobileNet'))
     assert rows['l1']['mAP'] == '30.00 (1 of 2 diverged)' and rows['lrm']['Δ vs Loss2'] == '+4.00 ± 2.83'
     assert rows['lrm']['Backbone'] == 'MobileNet' and rows['l1']['Loss'] == 'Loss1'
+    # two seeds, Δ +6 and +2: t(1) = 12.706 times the std error 2 / 1 -> +4 ± 25.41
+    assert rows['lrm']['95 % CI of Δ'] == '[-21.41, +29.41]' and rows['lrm']['W / L'] == '2 / 0'
+    assert rows['l1']['W / L'] == '0 / 1' and rows['base']['W / L'] == '-'
     assert 'Method' not in rows['lrm']  # records stored before the Method existed, and the paper's rows: no column
+
+
+def test_test_split_aggregates_apart_and_names_the_best_rows():
+    variants = [grids.Variant('base', ()), grids.Variant('k64', ()), grids.Variant('k256', ())]
+    records = [_record('base', 0, .50), _record('base', 1, .40), _record('k64', 0, .56, k=64),
+               _record('k64', 1, .42, k=64), _record('k256', 0, .52, k=256), _record('k256', 1, .41, k=256)]
+    for r, t in zip(records, (.45, .35, .44, .36, .50, .40)):
+        r['test'] = {'map': t, 'per_class': {'a': t, 'b': t / 2}}
+    base, k64, k256 = report.aggregate(variants, records)
+    assert k64['delta_mean'] == pytest.approx(.04) and k64['test']['delta_mean'] == pytest.approx(0.0)
+    assert k256['test']['delta_mean'] == pytest.approx(.05) and k256['test']['wins'] == 2
+    assert report.ci95([.01, .03]) == pytest.approx(12.706 * .01) and report.ci95([.01]) is None
+    table = _table_rows(report.markdown_table([base, k64, k256], 'x', 'test', predictions=845))
+    assert table['k256']['mAP'] == '45.00 ± 7.07' and table['k64']['Hard examples'] == '64 (7.6 %)'
+    assert report.best_rows([base, k64, k256]) == [
+        '- best LRM row on valid=: **k64** (valid 49.00, test 40.00); best LRM row on test: **k256** (valid 46.50, '
+        'test 45.00)']
 
 
 def test_mining_table_has_method_and_improvement_columns():
@@ -375,8 +395,9 @@ def test_mining_table_has_method_and_improvement_columns():
     assert rows[0]['baseline'] == 'baseline' and [r['baseline'] for r in rows] == ['baseline'] * 4
     md = report.markdown_table(rows, 'Tiny Darknet')
     head = [c.strip() for c in md.splitlines()[0].strip('|').split('|')]
-    assert head[:3] == ['Variant', 'Method', 'Detector'] and head[-4:] == ['mAP', 'Δ vs Loss2', 'a', 'b']
-    assert md.splitlines()[1] == '|' + '|'.join(['---'] * 10 + ['---:'] * 4) + '|'
+    assert head[:3] == ['Variant', 'Method', 'Detector']
+    assert head[-6:] == ['mAP', 'Δ vs Loss2', '95 % CI of Δ', 'W / L', 'a', 'b']
+    assert md.splitlines()[1] == '|' + '|'.join(['---'] * 10 + ['---:'] * 6) + '|'
     table = _table_rows(md)
     assert [table[v.name]['Method'] for v in variants] == ['-', 'LRM', 'S-LRM stratified', 'IoU-balanced cls, η 1.5']
     assert table['slrm']['Δ vs Loss2'] == '+8.50 ± 2.12' and table['iou-cls']['Δ vs Loss2'] == '-2.00 ± 2.83'

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 import torch
 
+from .cfg import parse_cfg
 from .distributed import pick_device
 from .experiment_grids import Variant, is_plain, nms_text
 
@@ -26,29 +27,59 @@ def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
+# Student's t at 97.5 % for 1..30 degrees of freedom (two-sided 95 % intervals); above 30 the value at 30, a
+# slight overestimate of the interval.
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def ci95(values: Sequence[float]) -> float | None:
+    """Half-width of the t-based 95 % confidence interval of the mean of `values` (None for fewer than two)."""
+    if len(values) < 2:
+        return None
+    return _T975[min(len(values) - 1, len(_T975)) - 1] * statistics.stdev(values) / len(values) ** 0.5
+
+
+def split_stats(runs: Sequence[dict[str, Any]], scores: Sequence[dict[str, Any] | None],
+                base_by_seed: dict[int, float | None] | None) -> dict[str, Any]:
+    """Over seeds, for one split: mAP mean and std, per-class means and stds, and (with `base_by_seed`, the
+    baseline's mAP per seed) the paired improvement: mean, std, 95 % interval half-width, wins and losses.  `scores`
+    holds each run's `{'map', 'per_class'}` on the split (None: diverged, or not scored there)."""
+    maps = [s['map'] if s else None for s in scores]
+    m, sd = _mean_std(maps)
+    classes = list(next((s['per_class'] for s in scores if s), {}))
+    per_class = {c: _mean_std([s['per_class'][c] if s else None for s in scores]) for c in classes}
+    deltas = [v - base_by_seed[r['seed']] for r, v in zip(runs, maps)
+              if base_by_seed is not None and v is not None and base_by_seed.get(r['seed']) is not None]
+    dm, ds = _mean_std(deltas) if base_by_seed is not None else (None, None)
+    return {'map_mean': m, 'map_std': sd, 'delta_mean': dm, 'delta_std': ds, 'delta_ci95': ci95(deltas),
+            'wins': sum(d > 0 for d in deltas), 'losses': sum(d < 0 for d in deltas), 'pairs': len(deltas),
+            'per_class_mean': {c: v[0] for c, v in per_class.items()},
+            'per_class_std': {c: v[1] for c, v in per_class.items()}}
+
+
 def aggregate(variants: Sequence[Variant], records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per variant: mean and sample std over seeds of mAP and per-class AP, and the improvement over the Loss2
-    baseline (the first variant with Loss2, no focal loss and no LRM), paired by seed; diverged runs are counted and
-    left out of the means."""
+    """Per variant, over seeds: `split_stats` on `valid=` (at the top level of the row) and, for runs scored on the
+    test split too, under `test`; the improvement is over the Loss2 baseline (the first variant with Loss2, no focal
+    loss and no LRM), paired by seed; diverged runs are counted and left out of the means."""
     by_variant = {v.name: [r for r in records if r['variant'] == v.name] for v in variants}
     base = next((v.name for v in variants if by_variant[v.name] and _is_baseline(by_variant[v.name][0])), None)
-    base_map = {r['seed']: r['map'] for r in by_variant.get(base, [])}
+    base_runs = by_variant.get(base, [])
+    base_valid = {r['seed']: r['map'] for r in base_runs}
+    base_test = {r['seed']: (r.get('test') or {}).get('map') for r in base_runs}
     rows = []
     for v in variants:
         runs = sorted(by_variant[v.name], key=lambda r: r['seed'])
         if not runs:
             continue
-        classes = list(runs[0]['per_class'])
-        m, s = _mean_std([r['map'] for r in runs])
-        deltas = [r['map'] - base_map[r['seed']] for r in runs
-                  if r['map'] is not None and base_map.get(r['seed']) is not None]
-        dm, ds = _mean_std(deltas) if base and v.name != base else (None, None)
-        per_class = {c: _mean_std([r['per_class'][c] for r in runs]) for c in classes}
+        pairs = base is not None and v.name != base
+        valid = split_stats(runs, [r if r['map'] is not None else None for r in runs], base_valid if pairs else None)
+        tests = [r.get('test') for r in runs]
+        train_s = [r['train_s'] for r in runs if r.get('train_s') is not None]
         rows.append({'variant': v.name, 'settings': runs[0]['settings'], 'seeds': [r['seed'] for r in runs],
-                     'diverged': sum(r['map'] is None for r in runs),
-                     'map_mean': m, 'map_std': s, 'delta_mean': dm, 'delta_std': ds, 'baseline': base,
-                     'per_class_mean': {c: ms[0] for c, ms in per_class.items()},
-                     'per_class_std': {c: ms[1] for c, ms in per_class.items()}})
+                     'diverged': sum(r['map'] is None for r in runs), 'baseline': base, **valid,
+                     'train_s_mean': statistics.fmean(train_s) if train_s else None,
+                     'test': split_stats(runs, tests, base_test if pairs else None) if any(tests) else None})
     return rows
 
 
@@ -83,22 +114,40 @@ def _map_cell(row: dict[str, Any]) -> str:
     return _pct(row['map_mean'], row['map_std']) + (f' ({bad} of {n} diverged)' if bad else '')
 
 
-def markdown_table(rows: Sequence[dict[str, Any]], backbone: str) -> str:
-    """The paper's layout (Tables II-IV in one): settings, mAP, improvement over Loss2, per-class AP, in percent;
-    a Method column (LRM, or the options beyond the paper) when some row uses such an option."""
-    classes = list(rows[0]['per_class_mean']) if rows else []
+def _hard_examples(k: int, predictions: int | None) -> str:
+    return f'{k} ({100 * k / predictions:.1f} %)' if predictions else str(k)
+
+
+def _paired_cells(stats: dict[str, Any]) -> list[str]:
+    """Δ vs Loss2 (mean ± std), its 95 % interval and wins / losses over the paired seeds."""
+    if stats['delta_mean'] is None:
+        return ['-', '-', '-']
+    ci = stats['delta_ci95']
+    low, high = (None, None) if ci is None else (stats['delta_mean'] - ci, stats['delta_mean'] + ci)
+    interval = '-' if ci is None else f'[{100 * low:+.2f}, {100 * high:+.2f}]'
+    return [_pct(stats['delta_mean'], stats['delta_std'], sign=True), interval, f'{stats["wins"]} / {stats["losses"]}']
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], backbone: str, split: str = 'valid',
+                   predictions: int | None = None) -> str:
+    """The paper's layout (Tables II-IV in one): settings, mAP, improvement over Loss2 paired by seed (mean ± std,
+    95 % interval, wins / losses), per-class AP, in percent, on `split` ('valid' or 'test'); a Method column (LRM, or
+    the options beyond the paper) when some row uses such an option; K also as a share of `predictions`."""
+    rows = [r for r in rows if split == 'valid' or r.get('test')]
+    stats = [r if split == 'valid' else r['test'] for r in rows]
+    classes = list(stats[0]['per_class_mean']) if rows else []
     method = ['Method'] if any(r['settings'].get('method') for r in rows) else []
     head = ['Variant', *method, 'Detector', 'Backbone', 'Loss', 'FL', 'LRM', 'Hard examples', 'NMS', 'Seeds', 'mAP',
-            'Δ vs Loss2', *classes]
+            'Δ vs Loss2', '95 % CI of Δ', 'W / L', *classes]
     lines = ['| ' + ' | '.join(head) + ' |',
-             '|' + '|'.join(['---'] * (9 + len(method)) + ['---:'] * (2 + len(classes))) + '|']
-    for r in rows:
+             '|' + '|'.join(['---'] * (9 + len(method)) + ['---:'] * (4 + len(classes))) + '|']
+    for r, st in zip(rows, stats):
         s = r['settings']
         cells = [r['variant'], *[s.get('method') or ('LRM' if s['lrm'] else '-') for _ in method], 'YOLOv2',
                  backbone, s['loss'].capitalize(), '✓' if s['focal'] else '✗', '✓' if s['lrm'] else '✗',
-                 str(s['hard_examples']) if s['lrm'] else '-', nms_text(s['nms']) if s['lrm'] else '-',
-                 str(len(r['seeds'])), _map_cell(r), _pct(r['delta_mean'], r['delta_std'], sign=True),
-                 *(_pct(r['per_class_mean'][c]) for c in classes)]
+                 _hard_examples(s['hard_examples'], predictions) if s['lrm'] else '-',
+                 nms_text(s['nms']) if s['lrm'] else '-', str(len(r['seeds'])), _map_cell({**r, **st}),
+                 *_paired_cells(st), *(_pct(st['per_class_mean'][c]) for c in classes)]
         lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
 
@@ -115,12 +164,17 @@ def write_csvs(out: Path, grid: str, records: Sequence[dict[str, Any]], rows: Se
                         _cell(r['train_s']), _cell(r['map'], 100), *(_cell(r['per_class'][c], 100) for c in classes)])
     with open(out / f'{grid}-summary.csv', 'w', newline='') as f:
         w = csv.writer(f)
-        w.writerow(['variant', *keys, 'seeds', 'diverged', 'mAP_mean', 'mAP_std', 'delta_mean', 'delta_std',
-                    *(f'{c}_{m}' for c in classes for m in ('mean', 'std'))])
+        stat = ('map_mean', 'map_std', 'delta_mean', 'delta_std', 'delta_ci95')
+        w.writerow(['variant', *keys, 'seeds', 'diverged', 'train_s_mean', 'mAP_mean', 'mAP_std', 'delta_mean',
+                    'delta_std', 'delta_ci95', 'wins', 'losses', *(f'{c}_{m}' for c in classes for m in ('mean', 'std')),
+                    *(f'test_{k}' for k in stat), 'test_wins', 'test_losses', *(f'test_{c}_mean' for c in classes)])
         for r in rows:
+            t = r.get('test') or {}
             w.writerow([r['variant'], *(_cell(r['settings'].get(k)) for k in keys), len(r['seeds']), r['diverged'],
-                        *(_cell(r[k], 100) for k in ('map_mean', 'map_std', 'delta_mean', 'delta_std')),
-                        *(_cell(r[f'per_class_{m}'][c], 100) for c in classes for m in ('mean', 'std'))])
+                        _cell(r.get('train_s_mean')), *(_cell(r[k], 100) for k in stat), r['wins'], r['losses'],
+                        *(_cell(r[f'per_class_{m}'][c], 100) for c in classes for m in ('mean', 'std')),
+                        *(_cell(t.get(k), 100) for k in stat), _cell(t.get('wins')), _cell(t.get('losses')),
+                        *(_cell((t.get('per_class_mean') or {}).get(c), 100) for c in classes)])
 
 
 def _cell(v: Any, scale: float = 1) -> str:
@@ -197,7 +251,44 @@ def markdown_report(grid: str, rows: Sequence[dict[str, Any]], ctx: dict[str, An
         parts.append(f'- Loss2 + LRM setting: {ctx["note"]}')
     if not complete:
         parts.append('- **incomplete**: not every run has finished; repeat the command to continue')
-    return '\n'.join(parts + ['', markdown_table(rows, backbone_name(ctx['cfg'])), ''])
+    predictions = predictions_per_image(ctx['cfg'])
+    if predictions:
+        parts.append(f'- predictions per image: {predictions} (the share of them K keeps is in brackets)')
+    minutes = [r['train_s_mean'] / 60 for r in rows if r.get('train_s_mean')]
+    if minutes:
+        parts.append(f'- training time per run: {min(minutes):.1f}-{max(minutes):.1f} min (mean per row)')
+    parts.append('- 95 % CI of Δ: t interval of the mean paired Δ over seeds; W / L: seeds where the row beat / lost '
+                 'to the baseline')
+    parts += ['', '## On `valid=` (where a setting is chosen)', '',
+              markdown_table(rows, backbone_name(ctx['cfg']), 'valid', predictions)]
+    if any(r.get('test') for r in rows):
+        parts += ['', f'## On the test split (`{Path(ctx["test_data"]).name}`: reported, never used to choose)', '',
+                  markdown_table(rows, backbone_name(ctx['cfg']), 'test', predictions), '', *best_rows(rows)]
+    return '\n'.join(parts + [''])
+
+
+def best_rows(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Which LRM row is best on valid= and which on test, with both of their scores: the honest choice and the
+    choose-on-test one (the gap between them is the bias of choosing on the test split)."""
+    lrm = [r for r in rows if r['settings']['lrm'] and r['map_mean'] is not None and (r.get('test') or {}).get(
+        'map_mean') is not None]
+    if not lrm:
+        return []
+    on_valid = max(lrm, key=lambda r: r['map_mean'])
+    on_test = max(lrm, key=lambda r: r['test']['map_mean'])
+    return [f'- best LRM row on valid=: **{on_valid["variant"]}** (valid {_pct(on_valid["map_mean"])}, test '
+            f'{_pct(on_valid["test"]["map_mean"])}); best LRM row on test: **{on_test["variant"]}** (valid '
+            f'{_pct(on_test["map_mean"])}, test {_pct(on_test["test"]["map_mean"])})']
+
+
+def predictions_per_image(cfg_path: str) -> int | None:
+    """Anchors x cells of the cfg's region layer at its input size (stride 32, as every YOLOv2 cfg here); None if
+    the cfg cannot be read from here."""
+    try:
+        cfg = parse_cfg(cfg_path)
+    except (OSError, ValueError):
+        return None
+    return cfg.region['num'] * (cfg.net['width'] // 32) * (cfg.net['height'] // 32)
 
 
 def hardware(device: str) -> str:
