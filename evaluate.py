@@ -6,7 +6,7 @@ import os
 # OMP_WAIT_POLICY in the environment wins.
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
-from yolo_lrm.evaluate import main  # noqa: E402
+from yolo_lrm.evaluate_cli import main  # noqa: E402
 
 if __name__ == '__main__':
     main()

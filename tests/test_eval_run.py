@@ -1,5 +1,7 @@
 """Running a model over a list (Darknet's `detector valid`), the result-file writers, validation ground truth from
 label files, `evaluate_model` end to end and the model form of the command line."""
+import csv
+import importlib.util
 import json
 import math
 import sys
@@ -12,8 +14,10 @@ import torch
 from yolo_lrm.cfg import parse_cfg_text
 from yolo_lrm.checkpoint import model_checkpoint, save_checkpoint
 from yolo_lrm.data import read_image
-from yolo_lrm.evaluate import (EvalResult, evaluate_model, image_id, kitti_lines, labels_ground_truth, main as
-                               eval_main, plot_pr, predict_list, run_list, write_kitti_results, write_voc_results)
+from yolo_lrm.evaluate import (EvalResult, evaluate_model, image_id, kitti_lines, labels_ground_truth, predict_list,
+                               run_list, write_kitti_results, write_voc_results)
+from yolo_lrm.evaluate_cli import main as eval_main
+from yolo_lrm.plots import plot_pr
 from yolo_lrm.head import detect
 from yolo_lrm.kitti_eval import read_results
 from yolo_lrm.letterbox import letterbox, unletterbox
@@ -171,6 +175,7 @@ def test_evaluate_model_kitti_protocol(tmp_path, net, images):
     res = evaluate_model(net, data, 'kitti', progress=False, out=str(tmp_path / 'res'))
     assert [p.name for p in (tmp_path / 'res' / 'data').iterdir()] == ['im0.txt']
     assert res.metric == 'kitti-r40-moderate' and res.iou == {'Car': 0.7, 'Pedestrian': 0.5, 'Cyclist': 0.5}
+    assert res.scored.truth.cls.tolist() == [box[0]]  # the list's label files: the confusion matrix's ground truth
     # the only GT is the frame's best box: one threshold, precision [1, 0, ...] -> R11 1/11, R40 0
     rows = {r.metric: r for r in res.rows()}
     for level in ('easy', 'moderate', 'hard'):
@@ -191,6 +196,12 @@ def test_cli_model_form(tmp_path, net, images, capsys):
     assert doc['metric'] == 'area' and doc['also'][0]['iou'] == 0.75
     assert (out / 'eval.csv').read_text().splitlines()[0] == 'row,mAP,Car,Pedestrian,Cyclist'
     assert {p.name for p in out.glob('comp4_det_test_*.txt')} == {f'comp4_det_test_{n}.txt' for n in NAMES}
+    # the confusion matrix beside them: one ground-truth object per image, found or missed
+    rows = list(csv.reader((out / 'confusion.csv').open()))
+    assert rows[0] == ['true \\ predicted', *NAMES, 'background'] and [r[0] for r in rows[1:]] == [*NAMES, 'background']
+    assert sum(int(v) for r in rows[1:-1] for v in r[1:]) == len(images)
+    if importlib.util.find_spec('matplotlib'):
+        assert {p.name for p in out.glob('*.png')} == {'confusion.png', *(f'pr_{n}.png' for n in NAMES)}
     with pytest.raises(SystemExit, match='kitti_labels'):
         eval_main(['-', data, str(weights), '--metric', 'kitti', '--device', 'cpu', '--workers', '0'])
 

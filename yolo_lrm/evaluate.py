@@ -1,7 +1,7 @@
 """Evaluation: run a model over an image list as Darknet's `detector valid`, write its result files, score them with
-the VOC or the official KITTI protocol, and report a per-class table (JSON, CSV, optional PR plots).
+the VOC or the official KITTI protocol, and report a per-class table (JSON, CSV; pictures: `reports.py`).
 
-Command line (top-level `evaluate.py`):
+Command line (top-level `evaluate.py`, parsed in `evaluate_cli.py`):
 
     python evaluate.py CFG DATA WEIGHTS [--metric voc07 area | kitti | kitti-voc] [--iou 0.5 ...] [--batch N]
                        [--device D] [--size N] [--out DIR] [--json OUT] [--csv OUT] [--plot DIR] [--iou-ge]
@@ -11,7 +11,8 @@ Command line (top-level `evaluate.py`):
 
 The first form runs WEIGHTS (a Darknet `.weights`, which needs CFG, or our `.pt`, whose embedded cfg CFG replaces
 unless CFG is `-`) over `valid=` of DATA and writes the result files into `--out` (default: `results=` of DATA):
-`comp4_det_test_<class>.txt` for the VOC metrics, `data/<frame>.txt` for `kitti`, plus `eval.json`/`eval.csv`.
+`comp4_det_test_<class>.txt` for the VOC metrics, `data/<frame>.txt` for `kitti`, plus `eval.json`/`eval.csv`,
+PR curves `pr_<class>.png` and the confusion matrix `confusion.csv`/`confusion.png` (`confusion.py`; `--plot` elsewhere).
 Metrics: `voc07` (11-point, VOC2007, the default; `kitti` when DATA says `eval=kitti`), `area` (VOC2010+),
 `kitti-voc` (the LRM paper's KITTI table: VOC AP over the dataset's classes, 11-point and area) and `kitti` (the
 official KITTI 2D protocol, needs `kitti_labels=` in DATA); `voc07` and `area` may be given together (a row per
@@ -31,13 +32,11 @@ truth); the printed table and the CSV hold percentages, as the paper's tables.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import logging
 import math
 import os
-import sys
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -53,12 +52,11 @@ from .data import LetterboxImages, collate_images, resolve_list
 from .data.dataset import Unreadable
 from .data.labels import parse_label_text
 from .data.scan import entry_label_path, read_list
-from .distributed import pick_device
 from .head import detect
 from .kitti_eval import MIN_OVERLAP, KittiClass, evaluate_kitti_dirs
 from .letterbox import unletterbox
 from .voc_eval import (Detections, GroundTruth, class_ap, class_pr, load_voc_annotations, read_all_detections,
-                       read_image_set, read_names)
+                       read_image_set)
 
 DEFAULT_CONF = 0.005  # Darknet `detector valid`
 DEFAULT_NMS = 0.45
@@ -72,13 +70,14 @@ log = logging.getLogger('yolo_lrm.eval')
 class EvalResult:
     """One row of AP values (fractions) per class; `also` holds the other rows of the same evaluation (another AP
     flavour, IoU threshold or KITTI level).  `curves[class] = (recall, precision)` feeds the PR plots; `skipped`
-    names the images left out as unreadable."""
+    names the images left out as unreadable; `scored` keeps what the headline row scored (see `Scored`)."""
     metric: str
     iou: float | dict[str, float]
     per_class: dict[str, float]
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
     also: list['EvalResult'] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # images left out as unreadable: "path: reason"
+    scored: Scored | None = field(default=None, repr=False)  # what was scored, for the pictures
 
     @property
     def map(self) -> float:
@@ -142,31 +141,6 @@ def save_csv(result: EvalResult, path: str | os.PathLike) -> None:
                                    for v in (r.map, *(r.per_class[n] for n in names)))])
 
 
-def plot_pr(result: EvalResult, out_dir: str | os.PathLike) -> list[str]:
-    """One PR plot per class (`pr_<class>.png`, a line per row that has curves); needs matplotlib."""
-    try:
-        import matplotlib
-        matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise RuntimeError('PR plots need matplotlib: pip install matplotlib (or this package\'s [plots] extra)') \
-            from None
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    written = []
-    for name in result.per_class:
-        fig, ax = plt.subplots(figsize=(5, 4))
-        for r in result.rows():
-            if name in r.curves:
-                rec, prec = r.curves[name]
-                ax.plot(rec, prec, label=f'{r.label} AP {100 * r.per_class[name]:.2f}')
-        ax.set(xlabel='recall', ylabel='precision', xlim=(0, 1), ylim=(0, 1.02), title=name)
-        ax.legend(loc='lower left', fontsize=8)
-        path = os.path.join(out_dir, f'pr_{name}.png')
-        fig.savefig(path, dpi=100, bbox_inches='tight')
-        plt.close(fig)
-        written.append(path)
-    return written
-
 
 # ------------------------------------------------------------------------------------------------------ scoring
 def score_voc(gt: GroundTruth, detections: Sequence[Detections], names: Sequence[str],
@@ -179,7 +153,7 @@ def score_voc(gt: GroundTruth, detections: Sequence[Detections], names: Sequence
         for k, metric in enumerate(metrics):
             curves = {n: (pr.recall, pr.precision) for n, pr in prs.items() if pr.npos} if k == 0 else {}
             rows.append(EvalResult(metric, float(iou), {n: class_ap(pr, metric) for n, pr in prs.items()}, curves))
-    return replace(rows[0], also=rows[1:])
+    return replace(rows[0], also=rows[1:], scored=Scored(None, gt, list(detections)))
 
 
 def score_voc_files(annotations: str, image_set: str | Sequence[str], names: Sequence[str], results: str,
@@ -222,6 +196,26 @@ class ListRun:
     dets: list[np.ndarray]
     sizes: list[tuple[int, int]]
     skipped: list[str]
+
+
+@dataclass
+class Scored:
+    """What an evaluation scored, kept for its pictures (confusion matrix, validation mosaics): the model's run over
+    the list when there was one, the ground truth and the detections per class as scored (1-based VOC pixels)."""
+    run: ListRun | None
+    truth: GroundTruth
+    detections: list[Detections]
+
+
+def class_detections(run: ListRun, num_classes: int) -> list[Detections]:
+    """A run's detections per class, boxes as the result files print them (`darknet_boxes`), images in run order."""
+    image = np.concatenate([np.full(len(d), i, np.int64) for i, d in enumerate(run.dets)] or [np.zeros(0, np.int64)])
+    rows = np.concatenate([d for d in run.dets] or [np.zeros((0, 6), np.float32)])
+    boxes = np.concatenate([darknet_boxes(d, w, h) for d, (w, h) in zip(run.dets, run.sizes)]
+                           or [np.zeros((0, 4), np.float32)]).astype(np.float64)
+    cls = rows[:, 5].astype(np.int64)
+    return [Detections(image[cls == c], rows[cls == c, 4].astype(np.float64), boxes[cls == c])
+            for c in range(num_classes)]
 
 
 def run_list(net, paths: Sequence[str], size: int | None = None, conf: float = DEFAULT_CONF,
@@ -423,7 +417,20 @@ def evaluate_model(net, data_cfg: str | os.PathLike | DataCfg, metric: str | Seq
     ious = [iou] if isinstance(iou, (int, float)) else list(iou)
     with tempfile.TemporaryDirectory(prefix='yolo_lrm_eval_') as tmp:
         result = _score_run(run, data, names, metrics, ious, inclusive, out or tmp)
-    return replace(result, skipped=run.skipped)
+    return replace(result, skipped=run.skipped, scored=_scored(run, data, names, result.scored))
+
+
+def _scored(run: ListRun, data: DataCfg, names: list[str], voc: Scored | None) -> Scored | None:
+    """The VOC scoring's material with the run added; for the KITTI protocol, the list's label files as ground
+    truth (None, and the pictures that need it skipped, if they cannot be read)."""
+    if voc is not None:
+        return replace(voc, run=run)
+    try:
+        truth = labels_ground_truth(data['valid'], run.sizes, names, run.index)
+    except ValueError as exc:
+        log.warning('no confusion matrix: %s', exc)
+        return None
+    return Scored(run, truth, class_detections(run, len(names)))
 
 
 def _score_run(run: ListRun, data: DataCfg, names: list[str], metrics: list[str], ious: list[float],
@@ -438,115 +445,3 @@ def _score_run(run: ListRun, data: DataCfg, names: list[str], metrics: list[str]
         labels_ground_truth(data['valid'], run.sizes, names, run.index)
     voc_metrics = ['voc07', 'area'] if metrics == ['kitti-voc'] else metrics
     return score_voc(gt, read_all_detections(template, names, ids, gt), names, voc_metrics, ious, inclusive)
-
-
-# ------------------------------------------------------------------------------------------------- command line
-def _output_args(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument('--json', help='write the result as JSON here')
-    ap.add_argument('--csv', help='write the table as CSV here')
-    ap.add_argument('--plot', metavar='DIR', help='save one PR plot per class here (needs matplotlib)')
-
-
-def _report(result: EvalResult, json_path: str | None, csv_path: str | None, plot_dir: str | None) -> None:
-    print(format_table(result))
-    if json_path:
-        save_json(result, json_path)
-    if csv_path:
-        save_csv(result, csv_path)
-    if plot_dir:
-        plot_pr(result, plot_dir)
-
-
-def _main_voc(argv: list[str]) -> None:
-    ap = argparse.ArgumentParser(prog='evaluate.py voc', description='Score VOC result files (py-faster-rcnn rules).')
-    ap.add_argument('--annotations', required=True, help='folder of VOC XML files (<id>.xml)')
-    ap.add_argument('--image-set', required=True, help='file of image ids (ImageSets/Main/test.txt)')
-    ap.add_argument('--names', required=True, help='class names, one per line')
-    ap.add_argument('--results', required=True, help='result file template, {} = class name')
-    ap.add_argument('--metric', nargs='+', choices=('voc07', 'area'), default=['voc07'])
-    ap.add_argument('--iou', nargs='+', type=float, default=[0.5])
-    ap.add_argument('--iou-ge', action='store_true', help="IoU >= threshold (official MATLAB devkit) instead of >")
-    _output_args(ap)
-    a = ap.parse_args(argv)
-    result = score_voc_files(a.annotations, a.image_set, read_names(a.names), a.results, a.metric, a.iou, a.iou_ge)
-    _report(result, a.json, a.csv, a.plot)
-
-
-def _main_kitti(argv: list[str]) -> None:
-    ap = argparse.ArgumentParser(prog='evaluate.py kitti', description='Official KITTI 2D object evaluation.')
-    ap.add_argument('--labels', required=True, help='label_2 folder (<frame>.txt, 15 columns)')
-    ap.add_argument('--results', required=True, help='result folder (<frame>.txt, 16 columns, score last)')
-    ap.add_argument('--frames', help='file of frame ids to evaluate (default: every label file)')
-    _output_args(ap)
-    a = ap.parse_args(argv)
-    frames = read_image_set(a.frames) if a.frames else None
-    _report(score_kitti_dirs(a.labels, a.results, frames), a.json, a.csv, a.plot)
-
-
-def _main_model(argv: list[str]) -> None:
-    ap = argparse.ArgumentParser(prog='evaluate.py', description='Run a model over valid= of a .data file and score '
-                                 'it; or "evaluate.py voc|kitti --help" to score result files.')
-    ap.add_argument('cfg', help="network cfg ('-' to use the cfg embedded in a .pt)")
-    ap.add_argument('data', help='.data file (valid=, names=, annotations= or kitti_labels=)')
-    ap.add_argument('weights', help='Darknet .weights or yolo_lrm .pt')
-    ap.add_argument('--metric', nargs='+', choices=METRICS,
-                    help='voc07 and/or area, or kitti or kitti-voc alone (default: kitti if the .data says '
-                         'eval=kitti, else voc07)')
-    ap.add_argument('--iou', nargs='+', type=float, default=[0.5], help='IoU thresholds (VOC metrics)')
-    ap.add_argument('--iou-ge', action='store_true', help="IoU >= threshold (official MATLAB devkit) instead of >")
-    ap.add_argument('--batch', type=int, default=8)
-    ap.add_argument('--workers', type=int, default=2, help='image loading processes')
-    ap.add_argument('--device', default='', help='cpu, cuda, cuda:N or N (default: cuda when available)')
-    ap.add_argument('--size', type=int, help='network input size (default: the cfg width)')
-    ap.add_argument('--out', help='folder for result files, eval.json and eval.csv (default: results= of the .data)')
-    ap.add_argument('--set', nargs='*', default=[], metavar='SECTION.KEY=VALUE', help='cfg overrides')
-    _output_args(ap)
-    a = ap.parse_args(argv)
-    if a.metric:
-        try:
-            check_metrics(a.metric)
-        except ValueError as exc:
-            ap.error(f'--metric: {exc}')
-    if a.cfg == '-' and not a.weights.endswith('.pt'):  # said here: load_model cannot name this command's CFG
-        raise CfgError(f'{a.weights}: a Darknet .weights file needs its cfg: give the cfg file as the first '
-                       f'argument (CFG) instead of -')
-    device = pick_device(a.device)
-    from .checkpoint import load_model
-    data = parse_data(a.data)
-    metrics = a.metric or ['kitti' if data['eval'] == 'kitti' else 'voc07']
-    net, ckpt_names = load_model(a.weights, None if a.cfg == '-' else a.cfg, a.set, device)
-    out = a.out or data['results']
-    result = evaluate_model(net, data, metrics, a.iou, names=None if data['names'] else ckpt_names, size=a.size,
-                            batch_size=a.batch, out=out, workers=a.workers, inclusive=a.iou_ge)
-    _warn_skipped(result.skipped, data['valid'])
-    _report(result, a.json or os.path.join(out, 'eval.json'), a.csv or os.path.join(out, 'eval.csv'), a.plot)
-
-
-def _warn_skipped(skipped: Sequence[str], list_path: str) -> None:
-    for reason in skipped:
-        print(f'warning: skipped unreadable image {reason}', file=sys.stderr)
-    if skipped:
-        total = len(resolve_list(list_path))
-        print(f'warning: {len(skipped)} of {total} images in {list_path} could not be read; they and their ground '
-              f'truth are left out of the scores', file=sys.stderr)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`evaluate.py` entry point (see the module docstring)."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    commands = {'voc': _main_voc, 'kitti': _main_kitti}
-    # the package's logged warnings (missing result files, unknown classes) go to stderr as `warning: ...`
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter('warning: %(message)s'))
-    handler.setLevel(logging.WARNING)
-    logging.getLogger('yolo_lrm').addHandler(handler)
-    try:
-        commands.get(argv[0] if argv else '', _main_model)(argv[1:] if argv and argv[0] in commands else argv)
-    except (ValueError, OSError, RuntimeError) as exc:  # CfgError and the readers' errors are ValueErrors
-        raise SystemExit(f'error: {exc}') from None
-    finally:
-        logging.getLogger('yolo_lrm').removeHandler(handler)
-
-
-if __name__ == '__main__':
-    main()

@@ -164,17 +164,21 @@ def map_text(record: RunRecord) -> str:
 
 def score_weights(spec: RunSpec, data: str) -> dict[str, Any]:
     """Score the run's final weights (`weights/last.pt`) on the `valid=` list of `data`: mAP, per-class AP, the
-    evaluation's JSON and the CPU/GPU seconds it took."""
+    evaluation's JSON and the CPU/GPU seconds it took; its PR curves and confusion matrix go into the run's folder
+    `eval-<data stem>/`."""
     from .checkpoint import checkpoint_model, load_checkpoint
     from .evaluate import evaluate_model
+    from .reports import write_eval_figures
     last = spec.run_dir / 'weights' / 'last.pt'
     device = pick_device(spec.args.device)
     net = checkpoint_model(load_checkpoint(last), last).to(device).eval()
     start = time.perf_counter()
     ev = evaluate_model(net, parse_data(data), spec.metric, 0.5, batch_size=spec.args.eval_batch,
                         workers=min(spec.args.workers, 2), progress=False)
+    seconds = round(time.perf_counter() - start, 1)
+    write_eval_figures(ev, spec.run_dir / f'eval-{Path(data).stem}')  # without matplotlib: confusion.csv only
     return {'data': Path(data).name, 'map': ev.map, 'per_class': {k: _num(v) for k, v in ev.per_class.items()},
-            'eval': ev.to_json(), 'eval_s': round(time.perf_counter() - start, 1), 'device': str(device)}
+            'eval': ev.to_json(), 'eval_s': seconds, 'device': str(device)}
 
 
 def _record(spec: RunSpec, **result: Any) -> RunRecord:

@@ -1,4 +1,4 @@
-"""What a training run leaves on disk besides checkpoints: its directory, `train.log`, `results.csv`, `results.png`.
+"""What a training run leaves on disk besides checkpoints and pictures: its directory, `train.log`, `results.csv`.
 
 `results.csv` has one row per evaluation; every training column is the mean over the updates since the previous
 row.  Loss columns are per image (the update's summed loss divided by its batch, as Darknet normalises); `iou`,
@@ -18,8 +18,6 @@ from tqdm import tqdm
 from .stats import LOGGED
 
 COLUMNS = ('update', 'epoch', 'images', 'lr', *LOGGED, 'map50', 'time_s', 'images_per_s')
-_PLOTTED = ('loss', 'coord', 'obj', 'noobj', 'cls', 'prior', 'iou', 'recall50', 'obj_prob', 'noobj_prob', 'lr',
-            'lrm_share', 'map50')
 
 
 def increment_dir(path: str | os.PathLike, exist_ok: bool = False) -> Path:
@@ -142,34 +140,3 @@ def _cell(v: float | int | None) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return ''
     return f'{v:.6g}' if isinstance(v, float) else str(v)
-
-
-def plot_results(csv_path: Path, png_path: Path) -> str | None:
-    """Draw `results.png` from `results.csv`; returns why not when matplotlib is missing or there is nothing yet."""
-    try:
-        import matplotlib
-        matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return 'results.png skipped: matplotlib is not installed (pip install "yolo_lrm[plots]")'
-    rows = ResultsCsv(csv_path).rows()
-    if not rows:
-        return 'results.png skipped: no results yet'
-    x = [int(r['update']) for r in rows]
-    columns = [c for c in _PLOTTED if any(r[c] for r in rows)]
-    ncol = 4
-    nrow = math.ceil(len(columns) / ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(4 * ncol, 2.8 * nrow), squeeze=False)
-    for ax, col in zip(axes.flat, columns):
-        pts = [(u, float(r[col])) for u, r in zip(x, rows) if r[col]]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker='.', linewidth=1.5)
-        ax.set_title(col)
-        ax.set_xlabel('update')
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(columns):]:
-        ax.axis('off')
-    fig.tight_layout()
-    from .checkpoint import atomic_write
-    atomic_write(png_path, lambda f: fig.savefig(f, format='png', dpi=100))
-    plt.close(fig)
-    return None

@@ -21,7 +21,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import os
 import signal
 import threading
 import time
@@ -34,19 +33,23 @@ from tqdm import tqdm
 
 from . import distributed as dist_utils
 from .allocator import keep_freed_memory
-from .cfg import CfgError, apply_overrides, parse_cfg, parse_cfg_text, parse_data
-from .checkpoint import (load_checkpoint, load_weights, model_checkpoint, remove_stale_temporaries, rng_state,
-                         save_checkpoint, set_rng_state)
+from .cfg import CfgError, apply_overrides, parse_data
+from .checkpoint import model_checkpoint, remove_stale_temporaries, rng_state, save_checkpoint, set_rng_state
 from . import stats
 from .loss import TERMS, RegionLoss
 from .model import Darknet
 from .optim import build_optimizer, loss_scale, set_learning_rate
 from .data.loader import close_batches, train_loader
-from .runlog import Meter, ResultsCsv, RunLog, check_parent_dir, increment_dir, plot_results, previous_run
+from .evaluate import EvalResult
+from .plots import plot_results
+from .reports import RunReports
+from .runlog import Meter, ResultsCsv, RunLog, increment_dir
 from .runstate import RunState
-from .trainargs import (RESUME_KEEP, TrainArgs, TrainResult, cfg_overrides,  # what a run is asked to do
-                        find_resume_checkpoint)
+from .trainargs import TrainArgs, TrainResult, cfg_overrides  # what a run is asked to do
 from .schedule import current_batch, learning_rate, schedule_warnings
+from .trainsetup import (backup_dir, check_inputs, load_initial_weights, mixed_precision, resolve_run,
+                         setup_determinism, wrap_model)
+
 
 class NonFiniteLoss(RuntimeError):
     """Training stopped on a NaN/inf loss; the message names the update, each loss term and the batch's images."""
@@ -95,15 +98,20 @@ class Trainer:
         if self.device.type == 'cpu':
             keep_freed_memory()
         self.log = RunLog(echo=self.dist.main)   # written to the run directory once it exists
-        ckpt = self._resolve_run(args)           # cfg, data and options; nothing on disk yet
-        self._setup_determinism()
+        self.reports: RunReports | None = None   # pictures and TensorBoard, main process only
+        self._last_eval: EvalResult | None = None
+        resolved = resolve_run(args)             # options and cfg; nothing on disk yet
+        self.args, self.cfg, self.run_dir = resolved.args, resolved.cfg, resolved.run_dir
+        self.data = parse_data(self.args.data)
+        self.batch, self.subdivisions = check_inputs(self.args, self.cfg, self.data, self.dist)
+        setup_determinism(self.args, self.device)
         self._build_data()                       # generates a built-in set, scans train= and valid=
-        self.net = self._build_model(ckpt)
+        self.net = self._build_model(resolved.ckpt)
         self.crit = RegionLoss(self.net.region, self.net.lrm)
-        self.amp_dtype, self.scaler = self._mixed_precision()
+        self.amp_dtype, self.scaler = mixed_precision(self.args, self.device, self.log.info)
         self.optimizer = build_optimizer(self.net)  # after the move to the device: its state then lives there too
-        self.state = self._initial_state(ckpt)   # restores optimizer, scaler and RNG when resuming
-        self.model = self._wrap_model()
+        self.state = self._initial_state(resolved.ckpt)  # restores optimizer, scaler and RNG when resuming
+        self.model = wrap_model(self.net, self.args, self.dist)
         self._check_schedule()
         self._open_run_dir()                     # only now: every input has been read and checked
         self.loader = self._build_loader()
@@ -111,79 +119,6 @@ class Trainer:
         self._skipped_valid: set[str] = set()
 
     # ------------------------------------------------------------------------------------------------ setup
-    def _resolve_run(self, args: TrainArgs) -> dict | None:
-        """Fresh run: parse cfg and data.  Resume: everything from the checkpoint.  Creates nothing on disk."""
-        ckpt = None
-        if args.resume is not None:
-            path = find_resume_checkpoint(args.resume, args.project)
-            ckpt = load_checkpoint(path)
-            if 'optimizer' not in ckpt or 'args' not in ckpt:
-                raise ValueError(f'{path}: holds weights only (no optimizer/schedule state); start a new run with it '
-                                 f'as WEIGHTS instead of --resume')
-            stored = TrainArgs(**ckpt['args'])
-            self.args = dataclasses.replace(stored, **{k: getattr(args, k) for k in RESUME_KEEP}, resume=str(path))
-            self.cfg = parse_cfg_text(ckpt['cfg_text'], f'{path} (embedded cfg)')
-            self.run_dir = path.parent.parent if path.parent.name == 'weights' else path.parent
-        else:
-            if not args.cfg or not args.data:
-                raise ValueError('need CFG and DATA (or --resume)')
-            # absolute paths: --resume may run from another working directory
-            self.args = dataclasses.replace(args, cfg=os.path.abspath(args.cfg), data=os.path.abspath(args.data),
-                                            weights=os.path.abspath(args.weights) if args.weights else None,
-                                            backup=os.path.abspath(args.backup) if args.backup else args.backup)
-            self.cfg = parse_cfg(args.cfg, cfg_overrides(args))
-            self.run_dir = None
-        self.data = parse_data(self.args.data)
-        self._check_inputs()
-        return ckpt
-
-    def _check_inputs(self) -> None:
-        """Input errors that need no data or model, caught before a run directory is created."""
-        a, n, world = self.args, self.cfg.net, self.dist.world_size
-        self.batch, self.subdivisions = n['batch'], n['subdivisions']
-        if self.batch <= 0 or self.subdivisions <= 0 or self.batch % (self.subdivisions * world):
-            raise n.error(f'batch={self.batch} must split into subdivisions={self.subdivisions} x {world} '
-                          f'process(es) of equal whole mini-batches', 'batch')
-        if n['max_batches'] <= 0 and a.epochs is None:
-            raise n.error('max_batches must be positive (or use --epochs / --max-batches)', 'max_batches')
-        if n['width'] != n['height'] or n['width'] % 32:
-            raise n.error(f'training needs a square input whose side is a multiple of 32, got '
-                          f'{n["width"]}x{n["height"]}', 'width')
-        if a.weights and a.resume is None and not os.path.isfile(a.weights):
-            raise FileNotFoundError(f'WEIGHTS {a.weights}: file not found')
-        if a.sync_bn and (self.device.type != 'cuda' or world == 1):
-            raise ValueError('--sync-bn needs several CUDA processes (torchrun on GPUs); PyTorch\'s SyncBatchNorm has '
-                             'no CPU implementation')
-        if a.amp not in ('off', 'bf16', 'fp16'):
-            raise ValueError(f'--amp {a.amp}: expected off, bf16 or fp16')
-        if a.resume is None:
-            self._check_run_location()
-        backup = self._backup_dir()
-        if backup is not None:
-            check_parent_dir(backup, '--backup (Darknet backups)' if a.backup else
-                             f'backup= of {self.data.path} (Darknet backups; --backup DIR or none changes it)')
-
-    def _check_run_location(self) -> None:
-        """--project must be a folder we can write; --exist-ok must not reuse a folder that holds a run."""
-        project, a = Path(self.args.project), self.args
-        check_parent_dir(project, '--project')
-        target = project / a.name
-        held = previous_run(target) if a.exist_ok else None
-        if held:
-            raise FileExistsError(f'--exist-ok {target}: holds a training run already ({held}); continue it with '
-                                  f'--resume {target}, choose another --name, or delete the folder first')
-
-    def _setup_determinism(self) -> None:
-        a = self.args
-        if a.deterministic:
-            if self.device.type == 'cuda':
-                os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
-            torch.backends.cudnn.benchmark = False
-            torch.use_deterministic_algorithms(True, warn_only=True)
-        elif self.device.type == 'cuda':
-            torch.backends.cudnn.benchmark = True
-        torch.manual_seed(a.seed)  # same on every process: identical initial weights
-
     def _build_data(self) -> None:
         """Generate a built-in dataset if asked, read the names, scan the train= and valid= lists."""
         from .data import ListDataset, hyp_from_cfg, prepare_data, scan_dataset
@@ -231,38 +166,13 @@ class Trainer:
         self.local_minibatch = self.minibatch // self.dist.world_size
         net = Darknet(self.cfg)
         if ckpt is None:
-            self._load_initial_weights(net)
+            load_initial_weights(net, self.args, self.cfg, self.log.info)
         else:
             net.load_state_dict(ckpt['model'])
         net.to(self.device)
         if self.args.channels_last:
             net.to(memory_format=torch.channels_last)
         return net
-
-    def _mixed_precision(self) -> tuple[torch.dtype | None, torch.amp.GradScaler]:
-        """The autocast dtype (None: float32) and the gradient scaler (active for fp16 only)."""
-        amp = self.args.amp if self.device.type == 'cuda' else 'off'
-        if self.args.amp != 'off' and amp == 'off':
-            self.log.info(f'--amp {self.args.amp}: mixed precision needs CUDA; training in float32 on {self.device}')
-        dtype = {'off': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[amp]
-        return dtype, torch.amp.GradScaler(self.device.type, enabled=amp == 'fp16')
-
-    def _load_initial_weights(self, net: Darknet) -> None:
-        a = self.args
-        if a.weights:
-            if a.weights.endswith('.pt'):
-                load_weights(net, load_checkpoint(a.weights), f'{a.weights}: weights do not fit {self.cfg.path}')
-                self.log.info(f'weights: {a.weights} (seen {net.seen:,})')
-            else:
-                from .weights import load_darknet_weights
-                convs = len(net.conv_layers())
-                loaded = load_darknet_weights(net, a.weights, partial=True)
-                what = 'all' if loaded == convs else f'the first {loaded} of {convs} (partial: the rest keep ' \
-                                                     f'their random initialisation)'
-                self.log.info(f'weights: {a.weights}: {what} conv layers loaded, header seen {net.seen:,}')
-        if a.clear and net.seen:
-            self.log.info(f'--clear: seen {net.seen:,} -> 0 (schedule, burn-in and prior restart)')
-            net.seen = 0
 
     def _initial_state(self, ckpt: dict | None) -> RunState:
         """A fresh run starts at the initial weights' `seen` (Darknet continues its schedule); a resumed run where
@@ -289,18 +199,6 @@ class Trainer:
         self.log.info(f'resumed from {self.args.resume}: update {state.update}/{self.max_batches}, '
                       f'seen {state.seen:,}')
         return state
-
-    def _wrap_model(self) -> torch.nn.Module:
-        """What the forward pass calls: the network, converted to SyncBatchNorm, in DDP, compiled, as asked."""
-        model: torch.nn.Module = self.net
-        if self.args.sync_bn:
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        if self.dist.enabled:
-            ids = [self.device.index] if self.device.type == 'cuda' else None
-            model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
-        if self.args.compile:
-            model = torch.compile(model)
-        return model
 
     def _check_schedule(self) -> None:
         """Say what will run, and fail now rather than mid-run on impossible schedule settings."""
@@ -333,6 +231,7 @@ class Trainer:
                       + (f' x {self.dist.world_size} processes' if self.dist.enabled else ''))
         self._write_scan_log()
         self._write_run_files()
+        self.reports = RunReports(self.run_dir, self.names, self.log.info)
 
     def _write_scan_log(self) -> None:
         """dataset-scan.log: the issues of train= and valid=; later undecodable images are appended to it."""
@@ -385,6 +284,8 @@ class Trainer:
                 self.state.train_time += elapsed
                 values['images_per_s'] = self.batch / elapsed
                 meter.add(values)
+                if self.reports is not None:
+                    self.reports.update(self.state.update, values)
                 bar.update(1)
                 bar.set_postfix_str(self._postfix(values), refresh=False)
                 k = self.state.update
@@ -414,6 +315,8 @@ class Trainer:
         for s in range(self.subdivisions):
             images, targets, batch_paths = next(batches)
             paths.append((images.shape[-1], batch_paths))
+            if s == 0 and self.reports is not None and self.reports.wants_batch(self.state.update):
+                self.reports.training_batch(self.state.update, images, targets)
             images = images.to(self.device, non_blocking=True)
             if self.args.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
@@ -492,7 +395,8 @@ class Trainer:
 
     def _evaluate_and_log(self, meter: Meter) -> float | None:
         """Validation mAP on rank 0 (others wait), results.csv row, best.pt; returns the mAP (None: no valid=)."""
-        map50 = self._validation_map() if self.dist.main else None
+        self._last_eval = self._validation() if self.dist.main else None
+        map50 = float(self._last_eval.map) if self._last_eval is not None else None
         map50 = dist_utils.broadcast_object(map50, self.dist)
         if map50 is not None:
             if self.state.best_map is None or map50 > self.state.best_map:
@@ -506,19 +410,21 @@ class Trainer:
                    'images': self.state.seen, 'lr': learning_rate(self.cfg.net, self.state.update), 'map50': map50,
                    'time_s': round(self.state.train_time, 1)}
             ResultsCsv(self.run_dir / 'results.csv').append(row)
+            self.reports.evaluation(self.state.update, self._last_eval, row)
             best = f' (best {self.state.best_map:.4f})' if self.state.best_map is not None else ''
             self.log.info(f'update {self.state.update}: mAP@.5 {map50:.4f}{best}' if map50 is not None else
                           f'update {self.state.update}: no valid= list in {self.data.path}, no mAP')
         return map50
 
-    def _validation_map(self) -> float | None:
+    def _validation(self) -> EvalResult | None:
+        """The current weights scored on valid= (None: there is no valid= list)."""
         if not self.data['valid']:
             return None
-        from .evaluate import evaluate_model  # restores train mode itself
+        from .evaluate import evaluate_model  # looked up at each call (tests replace it); restores train mode itself
         result = evaluate_model(self.net, self.data, metric=self.args.eval_metric, iou=0.5, names=self.names,
                                 batch_size=self.args.eval_batch, workers=self.args.workers, progress=True)
         self._note_skipped(result.skipped)
-        return float(result.map)
+        return result
 
     def _note_skipped(self, skipped: list[str]) -> None:
         """Validation images that could not be decoded: said once each, and added to the scan log."""
@@ -552,7 +458,7 @@ class Trainer:
         10N and every 100N after (N = save_interval; Darknet: 100, below 1000, every 10000), `<cfg>_final.weights`;
         nothing when `--backup` is ''."""
         from .weights import save_darknet_weights
-        folder = self._backup_dir()
+        folder = backup_dir(self.args, self.data)
         if folder is None:
             return
         k, n = self.state.update, self.args.save_interval
@@ -564,12 +470,6 @@ class Trainer:
         if final:
             save_darknet_weights(self.net, folder / f'{stem}_final.weights')
 
-    def _backup_dir(self) -> Path | None:
-        """Where Darknet's backups go: `--backup`, else the data file's `backup=` (default `backup`); None: nowhere."""
-        if self.args.backup == '':
-            return None
-        return Path((self.data['backup'] or 'backup') if self.args.backup is None else self.args.backup)
-
     def _finish(self, reason: str, last_map: float | None) -> TrainResult:
         if self.dist.main:
             from .weights import save_darknet_weights
@@ -577,6 +477,7 @@ class Trainer:
             note = plot_results(self.run_dir / 'results.csv', self.run_dir / 'results.png')  # slow: once, at the end
             if note:
                 self.log.info(note)
+            self.reports.final(self._last_eval)
             what = {'finished': 'finished', 'early-stop': f'early stop: no better mAP in {self.args.patience} '
                     f'evaluations', 'interrupted': 'interrupted: saved'}[reason]
             best = f', best mAP@.5 {self.state.best_map:.4f}' if self.state.best_map is not None else ''
@@ -588,7 +489,9 @@ class Trainer:
         return TrainResult(self.run_dir, self.state.update, self.state.seen, self.state.best_map, last_map, reason)
 
     def close(self) -> None:
-        """Release the process group."""
+        """Close the TensorBoard log and release the process group."""
+        if self.reports is not None:
+            self.reports.close()
         dist_utils.cleanup(self.dist)
 
 
