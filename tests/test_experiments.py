@@ -130,6 +130,22 @@ def test_second_invocation_skips_finished_runs(grid, monkeypatch):
     assert json.loads((out / 'custom.json').read_text())['runs'] == before
 
 
+def test_report_only_tables_the_finished_runs_and_runs_nothing(grid, tmp_path, monkeypatch):
+    """--report-only with a seed that never ran: the tables hold the 4 finished runs, marked incomplete; nothing
+    is trained, resumed or scored."""
+    import shutil
+    tmp, out = grid
+    copy = tmp_path / 'out'
+    shutil.copytree(out, copy)
+    monkeypatch.setattr(runner, 'train', lambda args: pytest.fail(f'trained {args.name}'))
+    monkeypatch.setattr(runner, 'score_weights', lambda *a: pytest.fail('scored a run'))
+    argv, _ = _argv(tmp, '--seeds', '0', '1', '2', '--test-data', str(tmp / 'tiny.data'), '--report-only')
+    ex.main([*argv[:argv.index('--out') + 1], str(copy), *argv[argv.index('--out') + 2:]])
+    summary = json.loads((copy / 'custom.json').read_text())
+    assert not summary['complete'] and len(summary['runs']) == 4 and not (copy / 'runs' / 'baseline-s2').exists()
+    assert '**incomplete**' in (copy / 'custom.md').read_text()
+
+
 def test_test_data_scores_finished_runs_without_training_them(grid, tmp_path, monkeypatch):
     """--test-data added to a finished grid: each run's final weights are scored on that data's valid= list and
     stored as "test" (the same .data here, so the same mAP), nothing is trained again."""

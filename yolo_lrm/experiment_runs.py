@@ -122,12 +122,21 @@ def _write_record(record: RunRecord, path: Path) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))  # a torn result file would poison the resume
 
 
+def finished_record(spec: RunSpec) -> RunRecord | None:
+    """The stored result of the run, checked to be this run's; None while it has not finished."""
+    result_path = spec.run_dir / RESULT_FILE
+    if not result_path.is_file():
+        return None
+    record = RunRecord.from_json(json.loads(result_path.read_text()))
+    check_same_run(spec, record.args, result_path)
+    return record
+
+
 def run_one(spec: RunSpec, log=print) -> tuple[RunRecord, bool]:
     """Train (or resume) and evaluate one run unless its result exists; returns (record, ran now)."""
     run_dir, result_path = spec.run_dir, spec.run_dir / RESULT_FILE
-    if result_path.is_file():
-        record = RunRecord.from_json(json.loads(result_path.read_text()))
-        check_same_run(spec, record.args, result_path)
+    record = finished_record(spec)
+    if record is not None:
         if spec.test_data and record.test is None and record.map is not None:  # --test-data added later
             record = dataclasses.replace(record, test=score_weights(spec, spec.test_data))
             _write_record(record, result_path)

@@ -28,13 +28,15 @@ augmentation, so the variants of one seed see the same images in the same order)
 (`weights/last.pt`, not the best-on-test `best.pt`) are scored on the data's `valid=` list with `evaluate_model`.
 A run lives in `OUT/runs/<variant>-s<seed>/` and is finished when its result file `experiment.json` exists; a run
 with `weights/last.pt` but no result continues with the trainer's `--resume`, so an interrupted grid is resumed by
-repeating the command.  Runs are shared between grids in one `--out` (the baseline of the lrm grid is the Loss2 row
+repeating the command (`--report-only` writes the tables of what has finished and runs nothing).  Each run's
+folder also holds `eval-<data>/`: the PR curves and confusion matrix of its final weights.  Runs are shared between grids in one `--out` (the baseline of the lrm grid is the Loss2 row
 of the loss and mining grids), and a stored run whose settings differ from the requested ones is an error, never
 reused.  Grid runs write no Darknet backups outside their run folder (TrainArgs.backup = ''; each run keeps its
 `weights/last.weights`): the variants of one cfg would overwrite each other's in the data's `backup=` folder.
 
 Outputs in OUT, per grid G: `G.md` (the table: mean +- sample std over seeds, the improvement over the Loss2
-baseline as in Table IV, paired by seed; a Method column names the options beyond the paper when a row has one),
+baseline as in Table IV, paired by seed, with its 95 % t interval and wins / losses; K also as a share of the
+predictions; a second table on `--test-data`; a Method column names the options beyond the paper when a row has one),
 `G.json` (every run and every aggregate), `G-runs.csv`, `G-summary.csv` and `G-map-vs-k.png` (Figs. 5/6: mAP
 against K, one line per NMS threshold, the baseline as a horizontal line; needs matplotlib).  AP values are
 fractions in the JSON and percentages in the tables and CSV files.
@@ -55,7 +57,7 @@ from .evaluate import METRICS
 from .experiment_grids import (BASELINE, BUDGETS, GRIDS, ExperimentError, default_metric, grid_variants, load_budget,
                                parse_variant, settings_of)
 from .experiment_report import hardware, write_reports
-from .experiment_runs import Interrupted, make_spec, map_text, run_images, run_one
+from .experiment_runs import Interrupted, finished_record, make_spec, map_text, run_images, run_one
 
 
 def cli_options(opts: argparse.Namespace) -> dict[str, Any]:
@@ -69,7 +71,8 @@ def cli_options(opts: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_grid(opts: argparse.Namespace, log=print) -> dict[str, Any]:
-    """Run every missing (variant, seed) of the grid, then write its reports; returns the summary JSON."""
+    """Run every missing (variant, seed) of the grid (with `--report-only`, none), then write its reports from the
+    finished runs; returns the summary JSON."""
     out = Path(opts.out or f'runs/experiments/{Path(opts.cfg).stem}-{Path(opts.data).stem}')
     budget = load_budget(opts.budget)
     metric = opts.metric or budget.metric or default_metric(opts.data)
@@ -96,6 +99,11 @@ def run_grid(opts: argparse.Namespace, log=print) -> dict[str, Any]:
         log(f'tables: {out / (opts.grid + ".md")}')
     try:
         for spec in specs:
+            if opts.report_only:
+                record = finished_record(spec)
+                if record is not None:
+                    records.append(record.to_json())
+                continue
             record, ran = run_one(spec, log)
             if not ran:
                 log(f'== {spec.run_dir.name}: finished before, skipped ({map_text(record)})')
@@ -132,6 +140,9 @@ def parser() -> argparse.ArgumentParser:
                     'and anchor prior start again), as train.py --clear')
     ap.add_argument('--device', default='', help='cpu, cuda, cuda:N (default: cuda when available)')
     ap.add_argument('--workers', type=int, help='data loading processes (default: the budget\'s, else 4)')
+    ap.add_argument('--report-only', action='store_true',
+                    help='write the tables from the runs that have finished; train, resume and score nothing (e.g. '
+                         'to see a grid while another process runs it)')
     ap.add_argument('--metric', choices=METRICS,
                     help='default: the budget\'s, else kitti-voc for eval=kitti data, else voc07')
     return ap
