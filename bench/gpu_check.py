@@ -73,6 +73,9 @@ VOC, TINY, MOBILENET, DEMO = ('cfg/yolov2-voc.cfg', 'cfg/yolov2-tiny-voc.cfg', '
                               'cfg/demo.cfg')
 FIXTURE_WEIGHTS = {VOC: (2, V2_SHA256), TINY: (1, TINY_SHA256)}  # README §0: seed and sha256; other cfgs seed 2
 LRM_K, LRM_NMS = 256, 0.7
+# throughput rows: a burn-in that keeps the lr tiny (a step costs the same at any lr); tiny-voc's constant lr .001
+# from random weights diverges within a few updates of one repeated batch, and a NaN would end the row
+TIMING_LR = ('net.burn_in=100000',)
 # tolerances, device against CPU (float32, TF32 off); the forward's is the fixtures README's for Darknet parity
 FORWARD_TOL = (1e-4, 1e-4)                  # atol, rtol
 LOSS_RTOL = 1e-5
@@ -509,8 +512,8 @@ def section_lrm(ctx: Context) -> None:
 def lrm_row(ctx: Context, cfg: str) -> None:
     """Interleaved updates of two trainers, with and without LRM, on the same batch."""
     p, mining = ctx.plan, (f'lrm.hard_examples={LRM_K}', f'lrm.nms={LRM_NMS}')
-    with make_trainer(ctx, cfg, p.size, p.batch) as plain, \
-            make_trainer(ctx, cfg, p.size, p.batch, overrides=mining) as mined:
+    with make_trainer(ctx, cfg, p.size, p.batch, overrides=TIMING_LR) as plain, \
+            make_trainer(ctx, cfg, p.size, p.batch, overrides=(*TIMING_LR, *mining)) as mined:
         batch = fixed_batch(ctx, plain)
         times: dict[str, list[float]] = {'plain': [], 'mined': []}
         for rep in range(p.lrm_reps + 1):  # the first round warms up; the order alternates against drift
@@ -550,7 +553,8 @@ def section_training(ctx: Context) -> None:
 def memory_row(ctx: Context, cfg: str, variant: tuple, fastest: dict, compile: bool = False) -> None:
     """Updates on one batch held in memory; remembers the fastest setting per cfg."""
     (name, channels_last, amp), p = variant[:3], ctx.plan
-    with make_trainer(ctx, cfg, p.size, p.batch, channels_last=channels_last, amp=amp, compile=compile) as t:
+    with make_trainer(ctx, cfg, p.size, p.batch, channels_last=channels_last, amp=amp, compile=compile,
+                      overrides=TIMING_LR) as t:
         batch = fixed_batch(ctx, t)
         reset_peak(ctx.device)
         start = time.perf_counter()
@@ -588,7 +592,8 @@ def loader_row(ctx: Context, cfg: str, workers: int, fastest: dict) -> None:
     """The trainer fed by its own loader with `workers` processes, in the cfg's fastest in-memory setting."""
     p = ctx.plan
     name, channels_last, amp, memory_rate = fastest.get(cfg, (*VARIANTS[0], math.nan))
-    with make_trainer(ctx, cfg, p.size, p.batch, workers=workers, channels_last=channels_last, amp=amp) as t:
+    with make_trainer(ctx, cfg, p.size, p.batch, workers=workers, channels_last=channels_last, amp=amp,
+                      overrides=TIMING_LR) as t:
         t.train_update(iter([fixed_batch(ctx, t)]))  # kernels chosen before the loader starts
         reset_peak(ctx.device)
         rate, waiting = loader_rate(t, p.window, ctx.device)
