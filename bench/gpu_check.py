@@ -54,7 +54,7 @@ import bench_train
 from test_model import TINY_SHA256, V2_SHA256, conv_specs, fixture_weights, sha256
 
 from yolo_lrm.cfg import parse_cfg
-from yolo_lrm.checkpoint import atomic_write
+from yolo_lrm.atomic import atomic_write
 from yolo_lrm.data import collate
 from yolo_lrm.data.loader import close_batches
 from yolo_lrm.detect import Detector, synchronize

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .cfg import parse_cfg, parse_data
-from .checkpoint import atomic_write
+from .atomic import atomic_write
 from .distributed import pick_device
 from .experiment_grids import Budget, ExperimentError, Variant, settings_of
 from .trainargs import TrainArgs, cfg_overrides

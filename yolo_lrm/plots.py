@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from .checkpoint import atomic_write
+from .atomic import atomic_write
 from .runlog import ResultsCsv
 
 if TYPE_CHECKING:

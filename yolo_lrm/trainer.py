@@ -34,7 +34,8 @@ from tqdm import tqdm
 from . import distributed as dist_utils
 from .allocator import keep_freed_memory
 from .cfg import CfgError, apply_overrides, parse_data
-from .checkpoint import model_checkpoint, remove_stale_temporaries, rng_state, save_checkpoint, set_rng_state
+from .atomic import remove_stale_temporaries
+from .checkpoint import model_checkpoint, rng_state, save_checkpoint, set_rng_state
 from . import stats
 from .loss import TERMS, RegionLoss
 from .model import Darknet

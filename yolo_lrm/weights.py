@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .cfg import CfgError, Section
-from .checkpoint import atomic_write
+from .atomic import atomic_write
 from .layers import ConvBlock
 
 FLOAT = np.dtype('<f4')

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checkpoint import atomic_write
+from ..atomic import atomic_write
 from .labels import ImageError, image_size, label_path, parse_label_text, raw_rule_hint
 
 log = logging.getLogger('yolo_lrm.data')
