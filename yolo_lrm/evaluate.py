@@ -210,7 +210,7 @@ class Scored:
 def class_detections(run: ListRun, num_classes: int) -> list[Detections]:
     """A run's detections per class, boxes as the result files print them (`darknet_boxes`), images in run order."""
     image = np.concatenate([np.full(len(d), i, np.int64) for i, d in enumerate(run.dets)] or [np.zeros(0, np.int64)])
-    rows = np.concatenate([d for d in run.dets] or [np.zeros((0, 6), np.float32)])
+    rows = np.concatenate(list(run.dets) or [np.zeros((0, 6), np.float32)])
     boxes = np.concatenate([darknet_boxes(d, w, h) for d, (w, h) in zip(run.dets, run.sizes)]
                            or [np.zeros((0, 4), np.float32)]).astype(np.float64)
     cls = rows[:, 5].astype(np.int64)

@@ -17,6 +17,7 @@ import torch
 from .cfg import parse_cfg
 from .distributed import pick_device
 from .experiment_grids import Variant, is_plain, nms_text
+from .plots import MISSING, pyplot, save_figure
 
 
 # ------------------------------------------------------------------------------------------------- aggregation
@@ -195,12 +196,9 @@ def plot_map_vs_k(rows: Sequence[dict[str, Any]], path: Path, title: str) -> str
             lines.setdefault(s['nms'], []).append((s['hard_examples'], r['map_mean'], r['map_std'] or 0.0))
     if not lines:
         return None
-    try:
-        import matplotlib
-        matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return f'{path.name} not drawn: matplotlib is not installed (pip install matplotlib)'
+    plt = pyplot()
+    if plt is None:
+        return f'{path.name} not drawn: {MISSING}'
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for nms in sorted(lines, key=lambda t: 2.0 if t is None else t):
         pts = sorted(lines[nms])
@@ -214,8 +212,7 @@ def plot_map_vs_k(rows: Sequence[dict[str, Any]], path: Path, title: str) -> str
     ax.set_xticks(ks, [str(k) for k in ks])
     ax.set(xlabel='hard examples K', ylabel='mAP (%)', title=title)
     ax.legend(fontsize=8)
-    fig.savefig(path, dpi=110, bbox_inches='tight')
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return None
 
 

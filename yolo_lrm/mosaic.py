@@ -82,9 +82,14 @@ def prediction_pair(image_bgr: np.ndarray, truth: np.ndarray, dets: np.ndarray, 
                  title_bar(fit(right, side), f'predictions > {conf:g}')], 2)
 
 
-def write_jpeg(path: str | os.PathLike, image_bgr: np.ndarray, quality: int = 85) -> None:
-    """Save a BGR image as JPEG, atomically."""
+def jpeg(image_bgr: np.ndarray, quality: int = 85) -> bytes:
+    """A BGR image encoded as JPEG."""
     ok, data = cv2.imencode('.jpg', image_bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
-        raise RuntimeError(f'{path}: OpenCV could not encode the image')
-    atomic_write(path, lambda f: f.write(data.tobytes()))
+        raise RuntimeError('OpenCV could not encode the image as JPEG')
+    return data.tobytes()
+
+
+def write_jpeg(path: str | os.PathLike, encoded: bytes) -> None:
+    """Save JPEG bytes (see `jpeg`), atomically."""
+    atomic_write(path, lambda f: f.write(encoded))

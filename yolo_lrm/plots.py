@@ -36,7 +36,6 @@ def pyplot():
 def save_figure(fig, path: str | os.PathLike, dpi: int = 100) -> None:
     """Write a figure as PNG atomically (a reader never sees half a file) and free it."""
     atomic_write(path, lambda f: fig.savefig(f, format='png', dpi=dpi, bbox_inches='tight'))
-    fig.clf()
     pyplot().close(fig)
 
 

@@ -14,14 +14,13 @@ import os
 from pathlib import Path
 from typing import Callable, Sequence
 
-import cv2
 import numpy as np
 import torch
 
 from .confusion import DEFAULT_CONF, confusion_matrix
 from .data.labels import ImageError, read_image
 from .evaluate import EvalResult
-from .mosaic import batch_mosaic, prediction_pair, tile, title_bar, write_jpeg
+from .mosaic import batch_mosaic, jpeg, prediction_pair, tile, title_bar, write_jpeg
 from .plots import MISSING, plot_confusion, plot_pr, pyplot
 
 TRAIN_BATCHES = 3        # mosaics of the first updates' first mini-batch
@@ -94,13 +93,12 @@ def open_tensorboard(run_dir: Path):
     return SummaryWriter(str(run_dir))
 
 
-def add_jpeg(board, tag: str, image_bgr: np.ndarray, step: int) -> None:
-    """An image in TensorBoard stored as JPEG: `add_image` stores PNG, 4-5x larger for photographs, and a run's
-    event file would grow by megabytes."""
+def add_jpeg(board, tag: str, image_bgr: np.ndarray, encoded: bytes, step: int) -> None:
+    """An image in TensorBoard stored as the JPEG bytes already written to the run folder: `add_image` would
+    encode it again as PNG, 4-5x larger for photographs, and a run's event file would grow by megabytes."""
     from tensorboard.compat.proto.summary_pb2 import Summary
-    ok, data = cv2.imencode('.jpg', image_bgr, [cv2.IMWRITE_JPEG_QUALITY, 80])
     image = Summary.Image(height=image_bgr.shape[0], width=image_bgr.shape[1], colorspace=3,
-                          encoded_image_string=data.tobytes())
+                          encoded_image_string=encoded)
     board.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
 
 
@@ -123,7 +121,7 @@ class RunReports:
         size = images.shape[-1]
         mosaic = batch_mosaic(images, targets, self.names,
                               f'update {update + 1}: {len(images)} augmented images at {size}x{size}, boxes = targets')
-        write_jpeg(self.run_dir / f'train_batch{update}.jpg', mosaic)
+        write_jpeg(self.run_dir / f'train_batch{update}.jpg', jpeg(mosaic))
 
     def update(self, update: int, values: dict[str, float]) -> None:
         """The update's logged numbers (results.csv's training columns) to TensorBoard."""
@@ -135,15 +133,16 @@ class RunReports:
         """`val_update<update>.jpg` and, in TensorBoard, the results.csv row and the mosaic."""
         mosaic = validation_mosaic(result, f'validation after update {update}: mAP@.5 {100 * result.map:.2f}') \
             if result is not None else None
-        if mosaic is not None:
-            write_jpeg(self.run_dir / f'val_update{update}.jpg', mosaic)
+        encoded = jpeg(mosaic) if mosaic is not None else None
+        if encoded is not None:
+            write_jpeg(self.run_dir / f'val_update{update}.jpg', encoded)
         if self.board is None:
             return
         for key, value in row.items():
             if key != 'update' and isinstance(value, (int, float)) and value == value:  # no None or NaN
                 self.board.add_scalar(f'results/{key}', value, update)
-        if mosaic is not None:
-            add_jpeg(self.board, 'valid/predictions', mosaic, update)
+        if encoded is not None:
+            add_jpeg(self.board, 'valid/predictions', mosaic, encoded, update)
         self.board.flush()
 
     def final(self, result: EvalResult | None) -> None:
