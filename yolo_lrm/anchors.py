@@ -22,6 +22,7 @@ import numpy as np
 from .data.kitti import KITTI_CLASSES, kitti_class_map, parse_kitti_label
 from .data.labels import parse_label_text
 from .data.scan import DatasetError, entry_label_path, read_list
+from .textfile import read_text
 
 KITTI_IMAGE_SIZE = (1242, 375)
 
@@ -162,10 +163,7 @@ def read_darknet_labels(source: str | Path) -> tuple[np.ndarray, np.ndarray]:
         raise LabelError(f'{source}: no label files')
     classes, sizes = [], []
     for path in files:
-        try:
-            rows, lines, bad = parse_label_text(path.read_text())
-        except OSError as exc:
-            raise LabelError(f'{path}: cannot read label file ({exc.strerror}; listed in {source})') from None
+        rows, lines, bad = parse_label_text(read_text(path, f'label file (listed in {source})', LabelError))
         if bad:
             raise LabelError(f'{path}:{bad[0][0]}: expected "class cx cy w h", got {bad[0][1]!r}')
         wrong = ~((rows[:, 3:] > 0) & (rows[:, 3:] <= 1)).all(axis=1)

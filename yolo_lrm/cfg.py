@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .textfile import read_lines, read_text
+
 
 class CfgError(ValueError):
     """A problem in a `.cfg`/`.data` file, with its location in the message."""
@@ -257,10 +259,7 @@ def parse_cfg_text(text: str, path: str = '<memory>') -> Cfg:
 def parse_cfg(path: str | os.PathLike, overrides: list[str] | None = None) -> Cfg:
     """Read a `.cfg` file and apply `section.key=value` overrides (see `apply_overrides`)."""
     path = str(path)
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise CfgError(f'{path}: cannot read cfg file ({exc.strerror})') from None
+    text = read_text(path, 'cfg file', CfgError)
     cfg = parse_cfg_text(text, path)
     if overrides:
         apply_overrides(cfg, overrides)
@@ -333,10 +332,7 @@ class DataCfg:
         if not self.options['names']:
             return [f'class{i}' for i in range(self.classes)]
         path = self.options['names']
-        try:
-            names = [ln.strip() for ln in Path(path).read_text().splitlines() if ln.strip()]
-        except OSError as exc:
-            raise CfgError(f'{self.path}: names file {path}: {exc.strerror}') from None
+        names = read_lines(path, f'the names file of {self.path}', CfgError)
         if len(names) != self.classes:
             raise CfgError(f'{self.path}: classes={self.classes} but {path} lists {len(names)} names')
         return names
@@ -345,10 +341,7 @@ class DataCfg:
 def parse_data(path: str | os.PathLike) -> DataCfg:
     """Read a Darknet `.data` file (strict keys; relative paths are taken from the file's folder, not the cwd)."""
     path = str(path)
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise CfgError(f'{path}: cannot read data file ({exc.strerror})') from None
+    text = read_text(path, 'data file', CfgError)
     base = Path(path).resolve().parent
     options: dict[str, Any] = {}
     for lineno, raw in enumerate(text.splitlines(), 1):

@@ -30,6 +30,7 @@ from .letterbox import letterbox, unletterbox
 from .model import Darknet
 from .runlog import increment_dir
 from .sources import VIDEO_EXTS, Frame, FrameReader, Skip, SourceError, resolve_source
+from .textfile import read_lines
 
 DEFAULT_CONF = 0.25  # Darknet: `detector test` .5, `demo` .24; .25 keeps demo's recall with a round number
 # output video container -> fourcc, for sources in these containers; others (and cameras, streams) get MJPG in .avi,
@@ -417,13 +418,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def resolve_names(args: argparse.Namespace, stored: list[str] | None, num_classes: int) -> list[str]:
     """Class names from --names, --data, the checkpoint, or `class<i>`; their number must match the network."""
     if args.names:
-        try:
-            text = Path(args.names).read_text(encoding='utf-8-sig')  # -sig: a BOM would spoil the first name
-        except OSError as exc:
-            raise ValueError(f'{args.names}: cannot read names file ({exc.strerror})') from None
-        except UnicodeDecodeError as exc:
-            raise ValueError(f'{args.names}: cannot read names file (not UTF-8 text: {exc.reason})') from None
-        names = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        names = read_lines(args.names, 'names file')
         where = args.names
     elif args.data:
         names, where = parse_data(args.data).names(), args.data

@@ -57,6 +57,7 @@ from .kitti_eval import MIN_OVERLAP, KittiClass, evaluate_kitti_dirs
 from .letterbox import unletterbox
 from .voc_eval import (Detections, GroundTruth, class_ap, class_pr, load_voc_annotations, read_all_detections,
                        read_image_set)
+from .textfile import read_text
 
 DEFAULT_CONF = 0.005  # Darknet `detector valid`
 DEFAULT_NMS = 0.45
@@ -353,12 +354,7 @@ def labels_ground_truth(list_path: str, sizes: Sequence[tuple[int, int]], names:
     image, cls, boxes = [], [], []
     for i, (entry, (w, h)) in enumerate(zip(entries, sizes)):
         path = entry_label_path(base, entry)
-        try:
-            text = Path(path).read_text(encoding='utf-8-sig')  # -sig: a BOM would spoil the first class id
-        except OSError as exc:
-            raise ValueError(f'{path}: cannot read the label file of {entry} ({exc.strerror})') from None
-        except UnicodeDecodeError as exc:
-            raise ValueError(f'{path}: the label file of {entry} is not UTF-8 text ({exc.reason})') from None
+        text = read_text(path, f'the label file of {entry}')
         rows, lines, bad = parse_label_text(text)
         if bad:
             raise ValueError(f'{path}:{bad[0][0]}: expected "class cx cy w h", got {bad[0][1]!r}')

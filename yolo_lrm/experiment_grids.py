@@ -14,6 +14,7 @@ from .cfg import Section, parse_cfg, parse_data
 from .evaluate import METRICS
 from .loss import check_loss_settings
 from .trainargs import TrainArgs, cfg_overrides
+from .textfile import read_text
 
 GRIDS = ('lrm', 'loss', 'mining', 'custom')
 HARD_EXAMPLES = (64, 128, 256)
@@ -77,7 +78,7 @@ def load_budget(spec: str | None) -> Budget:
     if not path.is_file():
         raise ExperimentError(f'--budget {spec}: neither a preset ({", ".join(BUDGETS)}) nor a file')
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(read_text(path, 'budget file', ExperimentError))
     except json.JSONDecodeError as exc:
         raise ExperimentError(f'{path}: not valid JSON ({exc})') from None
     if not isinstance(raw, dict) or not isinstance(raw.get('train', {}), dict):

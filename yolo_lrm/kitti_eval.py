@@ -33,6 +33,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .textfile import read_text
 from .voc_eval import finite_numbers, first_max_per_group, group_pairs
 
 CLASSES = ('Car', 'Pedestrian', 'Cyclist')
@@ -111,10 +112,7 @@ def _parse_lines(path: str, text: str, widths: tuple[int, ...]) -> tuple[list[st
 
 
 def _read(path: str, widths: tuple[int, ...]) -> tuple[list[str], np.ndarray, np.ndarray]:
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise ValueError(f'{path}: cannot read ({exc.strerror})') from None
+    text = read_text(path, 'KITTI label file')
     return _parse_lines(path, text, widths)
 
 

@@ -27,10 +27,11 @@ import os
 import xml.etree.ElementTree as ET
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
+
+from .textfile import read_lines, read_text
 
 VOC07_THRESHOLDS = np.arange(0., 1.1, 0.1)  # the reference's steps, float error included
 log = logging.getLogger('yolo_lrm.eval')
@@ -72,7 +73,7 @@ def read_image_set(path: str | os.PathLike) -> list[str]:
     """Image ids from a VOC `ImageSets` file (first field of each non-blank line); duplicates are an error."""
     ids: list[str] = []
     seen: dict[str, int] = {}
-    for lineno, line in enumerate(_read_text(path, 'image set').splitlines(), 1):
+    for lineno, line in enumerate(read_text(path, 'image set file').splitlines(), 1):
         fields = line.split()
         if not fields:
             continue
@@ -87,19 +88,10 @@ def read_image_set(path: str | os.PathLike) -> list[str]:
 
 def read_names(path: str | os.PathLike) -> list[str]:
     """Class names, one per non-blank line."""
-    names = [ln.strip() for ln in _read_text(path, 'names').splitlines() if ln.strip()]
+    names = read_lines(path, 'names file')
     if not names:
         raise ValueError(f'{path}: no class names')
     return names
-
-
-def _read_text(path: str | os.PathLike, what: str) -> str:
-    try:
-        return Path(path).read_text(encoding='utf-8-sig')  # -sig: a BOM would become part of the first entry
-    except OSError as exc:
-        raise ValueError(f'{path}: cannot read {what} file ({exc.strerror})') from None
-    except UnicodeDecodeError as exc:
-        raise ValueError(f'{path}: cannot read {what} file (not UTF-8 text: {exc.reason})') from None
 
 
 def _xml_int(text: str | None, path: str, obj: int, field: str) -> int:
@@ -157,14 +149,9 @@ def load_voc_annotations(ann_dir: str | os.PathLike, ids: Sequence[str], names: 
 
 def read_detections(path: str | os.PathLike, id_index: dict[str, int]) -> Detections:
     """One `comp4_det_test_<class>.txt` file (`image_id score x1 y1 x2 y2` per line); a missing file = none."""
-    try:
-        text = Path(path).read_text(encoding='utf-8-sig')  # -sig: a BOM would spoil the first image id
-    except FileNotFoundError:
+    if not os.path.exists(path):
         return Detections.empty()
-    except OSError as exc:
-        raise ValueError(f'{path}: cannot read result file ({exc.strerror})') from None
-    except UnicodeDecodeError as exc:
-        raise ValueError(f'{path}: cannot read result file (not UTF-8 text: {exc.reason})') from None
+    text = read_text(path, 'result file')
     tokens = text.split()
     n = len(tokens) // 6
     lines = text.splitlines()

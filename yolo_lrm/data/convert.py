@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 from .kitti import convert_kitti
 from .layout import ConvertError
 from .voc import convert_voc
+from ..textfile import read_lines
 
 
 def _names(path: str | None) -> list[str] | None:
     if not path:
         return None
-    names = [ln.strip() for ln in Path(path).read_text().splitlines() if ln.strip()]
+    names = read_lines(path, 'names file', ConvertError)
     if not names:
         raise ConvertError(f'{path}: the names file is empty')
     return names

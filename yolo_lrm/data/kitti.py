@@ -29,6 +29,7 @@ from .labels import ImageError, box_issue, box_issue_lines, image_size
 from .layout import (ConvertError, check_label_paths, label_line, link_dir, parallel_map, write_data_file,
                      write_list, write_text)
 from .voc import write_voc_xml
+from ..textfile import read_text
 
 KITTI_CLASSES = ('car', 'van', 'truck', 'tram', 'pedestrian', 'cyclist')
 KITTI_TYPES = ('car', 'van', 'truck', 'pedestrian', 'person_sitting', 'cyclist', 'tram', 'misc', 'dontcare')
@@ -72,23 +73,22 @@ class KittiResult:
 def parse_kitti_label(path: str) -> list[KittiObject]:
     """Read a label_2 file (15 fields per line, 16 with a score); raises ConvertError naming file:line."""
     objects = []
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            fields = line.split()
-            if not fields:
-                continue
-            where = f'{path}:{lineno}'
-            if len(fields) not in (15, 16):
-                raise ConvertError(f'{where}: a KITTI label line has 15 fields, got {len(fields)}')
-            kind = fields[0].lower()
-            if kind not in KITTI_TYPES:
-                raise ConvertError(f'{where}: unknown KITTI type {fields[0]!r}')
-            try:
-                trunc, occ = float(fields[1]), int(float(fields[2]))
-                x1, y1, x2, y2 = (float(v) for v in fields[4:8])
-            except ValueError:
-                raise ConvertError(f'{where}: fields 2-8 must be numbers: {" ".join(fields[1:8])}') from None
-            objects.append(KittiObject(kind, trunc, occ, x1, y1, x2, y2, lineno))
+    for lineno, line in enumerate(read_text(path, 'KITTI label file', ConvertError).splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        where = f'{path}:{lineno}'
+        if len(fields) not in (15, 16):
+            raise ConvertError(f'{where}: a KITTI label line has 15 fields, got {len(fields)}')
+        kind = fields[0].lower()
+        if kind not in KITTI_TYPES:
+            raise ConvertError(f'{where}: unknown KITTI type {fields[0]!r}')
+        try:
+            trunc, occ = float(fields[1]), int(float(fields[2]))
+            x1, y1, x2, y2 = (float(v) for v in fields[4:8])
+        except ValueError:
+            raise ConvertError(f'{where}: fields 2-8 must be numbers: {" ".join(fields[1:8])}') from None
+        objects.append(KittiObject(kind, trunc, occ, x1, y1, x2, y2, lineno))
     return objects
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_write
+from ..textfile import read_lines
 from .labels import ImageError, image_size, label_path, parse_label_text, raw_rule_hint
 
 log = logging.getLogger('yolo_lrm.data')
@@ -197,11 +198,7 @@ def default_cache_path(list_path: str, cache_dir: str | os.PathLike | None) -> s
 # ------------------------------------------------------------------------------------------------------- scan
 def read_list(list_path: str) -> list[str]:
     """Non-blank lines of a Darknet list file, stripped (raises DatasetError naming the file)."""
-    try:
-        text = Path(list_path).read_text(encoding='utf-8-sig')  # -sig: a BOM would become part of the first path
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f'{list_path}: cannot read the image list ({exc})') from None
-    return [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return read_lines(list_path, 'the image list', DatasetError)
 
 
 def _resolve(base: str, path: str) -> str:
@@ -261,7 +258,7 @@ def _read_label(path: str, hint: str, cache: _Cache, issues: list[Issue]):
         return hit, True
     try:
         with open(path, 'rb') as f:
-            text = f.read().decode('utf-8', errors='replace')
+            text = f.read().decode('utf-8-sig', errors='replace')  # a bad byte spoils its line only: logged, not fatal
     except OSError as exc:
         issues.append(Issue('label_unreadable', path, 0, exc.strerror or str(exc)))
         return None, False

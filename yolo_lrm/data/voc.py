@@ -37,6 +37,7 @@ from xml.sax.saxutils import escape
 from .labels import IMAGE_EXTENSIONS, box_issue, box_issue_lines, image_size
 from .layout import (ConvertError, check_label_paths, label_line, link_dir, parallel_map, write_data_file,
                      write_list, write_text)
+from ..textfile import read_lines
 
 VOC_CLASSES = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair', 'cow', 'diningtable',
                'dog', 'horse', 'motorbike', 'person', 'pottedplant', 'sheep', 'sofa', 'train', 'tvmonitor')
@@ -171,7 +172,7 @@ def _image_sets(ds: Path) -> dict[str, list[str]]:
     for name in SETS:
         path = ds / 'ImageSets' / 'Main' / f'{name}.txt'
         if path.is_file():
-            sets[name] = [ln.split()[0] for ln in path.read_text().splitlines() if ln.strip()]
+            sets[name] = [ln.split()[0] for ln in read_lines(path, 'image set file', ConvertError)]
     if not sets:
         sets['all'] = sorted(p.stem for p in (ds / 'Annotations').glob('*.xml'))
     return sets
