@@ -308,6 +308,16 @@ def test_pick_device_spellings(monkeypatch):
             pick_device(spec)
     with pytest.raises(ValueError, match='--device tpu: not a device'):
         pick_device('tpu')
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)  # a 2-GPU machine, without touching CUDA
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 2)
+    assert pick_device('1') == pick_device('cuda:1') == torch.device('cuda', 1)
+    assert pick_device('cuda', local_rank=1) == torch.device('cuda', 1)
+    for spec in ('2', 'cuda:2'):
+        with pytest.raises(ValueError, match=f'--device {spec}: CUDA device 2 asked for, but this machine has 2 '
+                                             r'\(indices 0-1\)'):
+            pick_device(spec)
+    with pytest.raises(ValueError, match='--device cuda: CUDA device 2 asked for'):  # torchrun's LOCAL_RANK 2
+        pick_device('cuda', local_rank=2)
 
 
 def test_result_line_formats():

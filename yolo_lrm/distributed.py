@@ -44,6 +44,10 @@ def pick_device(name: str | None, local_rank: int = 0) -> torch.device:
                              f'or machine')
         if device.index is None:
             device = torch.device('cuda', local_rank)
+        count = torch.cuda.device_count()
+        if device.index >= count:  # torch itself fails only at the first tensor moved ('invalid device ordinal')
+            raise ValueError(f'--device {spec}: CUDA device {device.index} asked for, but this machine has {count} '
+                             f'(indices 0-{count - 1})')
     return device
 
 
