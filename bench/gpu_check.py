@@ -51,7 +51,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / 'bench'), str(ROOT / 'tests')]  # the pack
 import bench_infer
 import bench_lrm
 import bench_train
-from test_model import TINY_SHA256, V2_SHA256, conv_specs, fixture_weights, sha256
+from fixture_weights import TINY_SHA256, V2_SHA256, conv_specs, fixture_weights, sha256
 
 from yolo_lrm.cfg import parse_cfg
 from yolo_lrm.atomic import atomic_write

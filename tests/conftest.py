@@ -11,5 +11,5 @@ FIXTURES = SHARED / 'fixtures' / 'darknet'
 def need_fixtures() -> Path:
     """The Darknet fixture folder, or skip the test with the reason."""
     if not FIXTURES.is_dir():
-        pytest.skip(f'Darknet fixtures not found at ../shared/fixtures/darknet (absent in this checkout)')
+        pytest.skip('Darknet fixtures not found at ../shared/fixtures/darknet (absent in this checkout)')
     return FIXTURES

@@ -2,7 +2,6 @@
 import math
 
 import pytest
-import torch
 
 from test_loss import as_targets, random_case, small_loss
 from yolo_lrm import stats
