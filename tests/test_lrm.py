@@ -1,4 +1,6 @@
 """Loss Rank Mining: the selection rule against a plain-Python walk, and its effect on the loss gradient."""
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -133,6 +135,13 @@ def test_mask_zeroes_exactly_the_unselected_predictions(loss_kind, k, nms):
     assert abs(res.total.item() - (plain.per_prediction * mask).sum().item()) < 1e-4
     assert abs(res.stats['lrm_share'].item() - res.total.item() / plain.total.item()) < 1e-5
     assert res.stats['lrm_fg'].item() + res.stats['lrm_bg'].item() == mask.sum().item()
+    # passed over: not kept, yet ranked above the image's last kept prediction (stable order by loss, descending)
+    passed = 0
+    for loss, kept in zip(plain.per_prediction.view(2, -1).tolist(), mask.view(2, -1).tolist()):
+        ranked = [kept[i] for i in sorted(range(len(loss)), key=lambda i: -loss[i])]
+        last = max(r for r, flag in enumerate(ranked) if flag)
+        passed += sum(not flag for flag in ranked[:last])
+    assert res.stats['lrm_passed'].item() == passed
     # hard examples are mostly the responsible predictions (large coordinate and class terms)
     assert res.stats['lrm_fg'].item() > 0
 
@@ -153,3 +162,44 @@ def test_no_truths_selects_background_only():
     res = small_loss('lrm.hard_examples=5', 'lrm.nms=0.6')(raw, as_targets([[], []]), 0)
     assert res.stats['lrm_fg'].item() == 0 and res.stats['lrm_bg'].item() == res.mask.sum().item() > 0
     assert res.stats['count'].item() == 0
+
+
+def two_images(fg: torch.Tensor | None = None):
+    """Image 0: the 2nd-ranked prediction sits on the 1st (same class), and so does the 4th; image 1: no overlaps."""
+    from yolo_lrm.mining import Predictions
+    loss = torch.tensor([[4.0, 3.0, 2.0, 1.0], [4.0, 3.0, 2.0, 1.0]])
+    boxes = torch.tensor([[[.2, .2, .1, .1], [.2, .2, .1, .1], [.7, .7, .1, .1], [.2, .2, .1, .1]],
+                          [[.1, .1, .1, .1], [.3, .3, .1, .1], [.5, .5, .1, .1], [.7, .7, .1, .1]]])
+    zeros = torch.zeros_like(loss)
+    return Predictions(zeros, loss, zeros, boxes, torch.zeros(2, 4, dtype=torch.long),
+                       torch.zeros(2, 4, dtype=torch.bool) if fg is None else fg, torch.zeros(2))
+
+
+def test_passed_over_counts_what_nms_skipped_above_the_last_kept():
+    """K=2 at NMS .5 keeps ranks 1 and 3 of image 0: the 2nd is passed over; the 4th, below the last kept, is not
+    counted."""
+    from yolo_lrm.cfg import parse_cfg_text
+    from yolo_lrm.mining import mine
+    lrm = parse_cfg_text('[net]\n[lrm]\nhard_examples=2\nnms=0.5\n').lrm
+    mined = mine(lrm, two_images(), seen=0, num_anchors=1)
+    assert mined.mask.tolist() == [[True, False, True, False], [True, True, False, False]]
+    assert mined.stats['lrm_passed'].item() == 1 and mined.stats['lrm_bg'].item() == 4
+
+
+def test_bench_lrm_walk_stats():
+    """bench/lrm_walk.py: the top-K backgrounds the NMS walk leaves out, and which of them a kept foreground
+    suppressed."""
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'bench'))
+    try:
+        from lrm_walk import walk_stats
+    finally:
+        sys.path.pop(0)
+    objectness = torch.tensor([[.9, .8, .5, .1], [.4, .3, .2, .1]])
+    s = walk_stats(two_images(), objectness, 2, 0.5)
+    assert s['kept_bg'] == 2 and s['top_bg_skipped'] == 0.5 and s['skipped_by_fg'] == 0
+    assert s['bg_loss_kept'] == pytest.approx(13 / 20) and s['obj_kept'] == pytest.approx((.9 + .5 + .4 + .3) / 4)
+    fg = torch.tensor([[True, False, False, False], [False, False, False, False]])
+    s = walk_stats(two_images(fg), objectness, 2, 0.5)  # now the suppressor is a foreground
+    assert s['skipped_by_fg'] == 0.5 and s['obj_fg'] == pytest.approx(.9) and s['kept_bg'] == 1.5
+    assert walk_stats(two_images(), objectness, 2, None)['top_bg_skipped'] == 0

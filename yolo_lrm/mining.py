@@ -69,7 +69,7 @@ class Mining:
     """The outcome for one batch."""
     mask: torch.Tensor              # (B, N) bool: the selected predictions
     weight: torch.Tensor            # (B, N) multiplier of each prediction's loss
-    stats: dict[str, torch.Tensor]  # lrm_fg, lrm_bg, lrm_share, lrm_k (+ lrm_alpha, lrm_beta / lrm_cls_share)
+    stats: dict[str, torch.Tensor]  # lrm_fg, lrm_bg, lrm_passed, lrm_share, lrm_k (+ lrm_alpha, lrm_beta / ...)
 
 
 def check_lrm(lrm: Section) -> None:
@@ -104,7 +104,10 @@ def mine(lrm: Section, p: Predictions, seen: int, num_anchors: int) -> Mining:
     if cand is not None:
         mask = mask | p.fg
     weight = _soft_weight(lrm, mask, order if lrm['select'] == 'loss' else None, total, cand)
-    stats.update(lrm_fg=(mask & p.fg).sum(), lrm_bg=(mask & ~p.fg).sum(),
+    ranked = mask.gather(1, order)
+    # passed over: ranked above the image's last kept prediction, yet not kept (NMS suppressed it; 0 without NMS)
+    passed = ~ranked & (ranked.cumsum(1) < ranked.sum(1, keepdim=True))
+    stats.update(lrm_fg=(mask & p.fg).sum(), lrm_bg=(mask & ~p.fg).sum(), lrm_passed=passed.sum(),
                  lrm_share=(total * weight).sum() / total.sum(), lrm_k=mask.sum(1).to(total.dtype).mean())
     return Mining(mask, weight, stats)
 

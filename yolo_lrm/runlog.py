@@ -3,8 +3,9 @@
 `results.csv` has one row per evaluation; every training column is the mean over the updates since the previous
 row.  Loss columns are per image (the update's summed loss divided by its batch, as Darknet normalises); `iou`,
 `class_prob`, `obj_prob`, `recall50`, `recall75` are Darknet's region statistics over the truths of those updates;
-`lrm_fg`/`lrm_bg` are the foreground/background predictions LRM kept per image and `lrm_share` the share of the loss
-they carry (empty when LRM is off).
+`lrm_fg`/`lrm_bg` are the foreground/background predictions LRM kept per image, `lrm_passed` those its NMS passed
+over (ranked above the image's last kept one), and `lrm_share` the share of the loss the kept ones carry (empty when
+LRM is off).
 """
 from __future__ import annotations
 

@@ -5,8 +5,8 @@ trainer stacks the rows of an update, adds the stop flag after them, sums over p
 the result to the host once.  `unpack` turns the summed rows into the logged values.  How a key is reduced is its
 kind, given next to its name:
 
-- `image`: a sum over the batch, logged per image (divided by the update's batch): the loss and its terms, and the
-  foreground/background predictions that LRM kept.
+- `image`: a sum over the batch, logged per image (divided by the update's batch): the loss and its terms, the
+  foreground/background predictions that LRM kept, and those its NMS passed over (ranked above the last kept one).
 - `truth`: Darknet's region statistics, averaged over the truths of the update (each mini-batch's mean is weighted
   by its truth count, so the update's mean is over all its truths; NaN when it has none).
 - `weight`: the truth count those means are weighted by (not logged).
@@ -24,7 +24,8 @@ from .loss import TERMS, LossResult
 
 _KINDS = {'loss': 'image', **{t: 'image' for t in TERMS},
           'iou': 'truth', 'class_prob': 'truth', 'obj_prob': 'truth', 'noobj_prob': 'batch', 'recall50': 'truth',
-          'recall75': 'truth', 'count': 'weight', 'lrm_fg': 'image', 'lrm_bg': 'image', 'lrm_share': 'batch'}
+          'recall75': 'truth', 'count': 'weight', 'lrm_fg': 'image', 'lrm_bg': 'image', 'lrm_passed': 'image',
+          'lrm_share': 'batch'}
 KEYS = tuple(_KINDS)
 LOGGED = tuple(k for k in KEYS if _KINDS[k] != 'weight')   # the columns results.csv holds for them
 LOSS_KEYS = ('loss', *TERMS)                                # must be finite before the optimizer step
