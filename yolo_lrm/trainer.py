@@ -21,8 +21,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -37,10 +35,10 @@ from .cfg import CfgError, apply_overrides, parse_data
 from .atomic import remove_stale_temporaries
 from .checkpoint import model_checkpoint, rng_state, save_checkpoint, set_rng_state
 from . import stats
-from .loss import TERMS, RegionLoss
+from .loss import RegionLoss
 from .model import Darknet
 from .optim import build_optimizer, loss_scale, set_learning_rate
-from .data.loader import close_batches, train_loader
+from .data.loader import closing_batches, train_loader
 from .evaluate import EvalResult
 from .plots import plot_results
 from .reports import RunReports
@@ -48,46 +46,9 @@ from .runlog import Meter, ResultsCsv, RunLog, increment_dir
 from .runstate import RunState
 from .trainargs import TrainArgs, TrainResult, cfg_overrides  # what a run is asked to do
 from .schedule import current_batch, learning_rate, schedule_warnings
+from .stopping import NonFiniteLoss, StopRequest, nonfinite_message
 from .trainsetup import (backup_dir, check_inputs, load_initial_weights, mixed_precision, resolve_run,
                          setup_determinism, wrap_model)
-
-
-class NonFiniteLoss(RuntimeError):
-    """Training stopped on a NaN/inf loss; the message names the update, each loss term and the batch's images."""
-
-
-class _StopRequest:
-    """SIGINT/SIGTERM set a flag that the loop reads after each update; a second Ctrl-C interrupts at once."""
-
-    def __init__(self):
-        self.requested = False
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> '_StopRequest':
-        if threading.current_thread() is threading.main_thread():  # signal handlers live there
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, _frame) -> None:
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = True
-        tqdm.write(f'\n{signal.Signals(signum).name}: finishing this update, then saving weights/last.pt '
-                   f'(Ctrl-C again to abort without saving)')
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
-
-
-@contextlib.contextmanager
-def _closing_batches(batches: Iterator) -> Iterator[None]:
-    """Stop the loader's worker processes when the loop ends, however it ends."""
-    try:
-        yield
-    finally:
-        close_batches(batches)
 
 
 class Trainer:
@@ -116,7 +77,7 @@ class Trainer:
         self._check_schedule()
         self._open_run_dir()                     # only now: every input has been read and checked
         self.loader = self._build_loader()
-        self._stop: _StopRequest | None = None
+        self._stop: StopRequest | None = None
         self._skipped_valid: set[str] = set()
 
     # ------------------------------------------------------------------------------------------------ setup
@@ -277,7 +238,7 @@ class Trainer:
         batches = iter(self.loader)
         bar = tqdm(total=self.max_batches, initial=self.state.update, disable=not self.dist.main, unit='update',
                    dynamic_ncols=True, mininterval=1.0)
-        with _StopRequest() as self._stop, contextlib.closing(bar), _closing_batches(batches):
+        with StopRequest() as self._stop, contextlib.closing(bar), closing_batches(batches):
             while self.state.update < self.max_batches:
                 t0 = time.perf_counter()
                 values, stop = self.train_update(batches)
@@ -339,7 +300,9 @@ class Trainer:
         numbers = summed.tolist()  # the one host sync of the update
         *numbers, stop = numbers
         if not all(math.isfinite(v) for r in stats.split_rows(numbers) for v in stats.row_losses(r).values()):
-            raise NonFiniteLoss(self._nonfinite_message(stats.split_rows(local.tolist()[:-1]), paths))
+            raise NonFiniteLoss(nonfinite_message(self.state, stats.split_rows(local.tolist()[:-1]), paths,
+                                                  self.dist.rank if self.dist.enabled else None,
+                                                  self.weights_dir / 'last.pt'))
         values = stats.unpack(numbers, self.batch, self.subdivisions * self.dist.world_size,
                               mining=self.crit.lrm is not None and self.crit.lrm['hard_examples'] > 0)
         lr = learning_rate(self.cfg.net, self.state.update)
@@ -350,27 +313,6 @@ class Trainer:
         values['lr'] = lr
         values['size'] = paths[-1][0]
         return values, stop > 0
-
-    def _nonfinite_message(self, rows: list[list[float]], paths: list[tuple[int, list[str]]]) -> str:
-        lines = [f'non-finite loss in update {self.state.update} (seen {self.state.seen:,} images): training stopped '
-                 f'before the optimizer step; nothing was saved after it.']
-        for s, ((size, batch_paths), row) in enumerate(zip(paths, rows)):
-            losses = stats.row_losses(row)
-            if all(math.isfinite(v) for v in losses.values()):
-                continue
-            terms = ', '.join(f'{t} {losses[t]:.6g}' for t in TERMS)
-            lines.append(f'  mini-batch {s + 1}/{len(paths)} (input {size}x{size}'
-                         + (f', rank {self.dist.rank}' if self.dist.enabled else '') + f'): loss {losses["loss"]:.6g} '
-                         f'({terms}); images:')
-            lines += [f'    {p}' for p in batch_paths]
-        if len(lines) == 1:
-            lines.append('  (the non-finite values came from another process; see its message)')
-        last = self.weights_dir / 'last.pt'
-        lines.append(f'last good checkpoint: {last} (update {self.state.last_saved})'
-                     if self.state.last_saved is not None else 'no checkpoint was written before this update')
-        lines.append('common causes: a too high learning rate (try a longer burn_in or a lower --lr), --amp fp16 '
-                     'overflow, or bad labels (see the dataset scan log)')
-        return '\n'.join(lines)
 
     def _postfix(self, v: dict[str, float]) -> str:
         text = (f"loss {v['loss']:.3g} (xy/wh {v['coord']:.3g} obj {v['obj']:.3g} noobj {v['noobj']:.3g} "

@@ -2,6 +2,7 @@
 outlive the training process (Ctrl-C, SIGTERM, an exception, or `kill -9` of the main process)."""
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import select
@@ -67,6 +68,15 @@ def train_loader(dataset: Dataset, sampler: Sampler, collate: Callable, workers:
                       multiprocessing_context=context,
                       worker_init_fn=partial(_worker_init, os.getpid()) if workers else None,
                       prefetch_factor=4 if workers else None)
+
+
+@contextlib.contextmanager
+def closing_batches(batches: Iterator[Any]) -> Iterator[None]:
+    """`close_batches(batches)` when the block ends, however it ends."""
+    try:
+        yield
+    finally:
+        close_batches(batches)
 
 
 def close_batches(batches: Iterator[Any] | None) -> None:
