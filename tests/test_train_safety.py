@@ -260,3 +260,28 @@ def test_darknet_weights_get_the_umask_mode(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / 'x.weights').stat().st_mode & 0o777 == 0o644
+
+
+def test_resume_rewrites_an_older_results_csv_under_todays_columns(tmp_path):
+    """A run started by an older version (no lrm_passed column, one column since dropped) and resumed by this one:
+    the kept rows stay under their names, the new column is empty, rows past the checkpoint go."""
+    import csv
+
+    from yolo_lrm.runlog import COLUMNS, ResultsCsv
+    old = [c for c in COLUMNS if c != 'lrm_passed'] + ['gone']
+    path = tmp_path / 'results.csv'
+    with open(path, 'w', newline='') as f:
+        writer = csv.DictWriter(f, old)
+        writer.writeheader()
+        for update in (100, 200):
+            writer.writerow({c: '' for c in old} | {'update': update, 'lrm_share': 0.5, 'map50': update / 1000,
+                                                    'gone': 7})
+    results = ResultsCsv(path)
+    results.truncate_after(150)
+    results.append({'update': 200, 'lrm_share': 0.6, 'lrm_passed': 2.5, 'map50': 0.3})
+    with open(path, newline='') as f:
+        header = next(csv.reader(f))
+    rows = results.rows()
+    assert tuple(header) == COLUMNS
+    assert [(r['update'], r['lrm_share'], r['lrm_passed'], r['map50']) for r in rows] == \
+        [('100', '0.5', '', '0.1'), ('200', '0.6', '2.5', '0.3')]

@@ -10,12 +10,14 @@ LRM is off).
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 from pathlib import Path
 
 from tqdm import tqdm
 
+from .atomic import atomic_write
 from .stats import LOGGED
 
 COLUMNS = ('update', 'epoch', 'images', 'lr', *LOGGED, 'map50', 'time_s', 'images_per_s')
@@ -118,14 +120,21 @@ class ResultsCsv:
             return list(csv.DictReader(f))
 
     def truncate_after(self, update: int) -> None:
-        """Drop rows past `update` (written after the checkpoint a run resumes from)."""
+        """Drop rows past `update` (written after the checkpoint a run resumes from).  The file is rewritten
+        atomically with today's columns, so a run resumed by a newer version keeps its rows under the right names
+        (columns it lacks stay empty; columns no longer logged are dropped)."""
         if not self.path.exists():
             return
         rows = [r for r in self.rows() if int(r['update']) <= update]
-        with open(self.path, 'w', newline='') as f:
-            writer = csv.DictWriter(f, COLUMNS)
+
+        def write(f) -> None:
+            text = io.StringIO(newline='')
+            writer = csv.DictWriter(text, COLUMNS, extrasaction='ignore')
             writer.writeheader()
             writer.writerows(rows)
+            f.write(text.getvalue().encode())
+
+        atomic_write(self.path, write)
 
     def append(self, row: dict[str, float | int | None]) -> None:
         """Write one row (missing or None values are left empty)."""
