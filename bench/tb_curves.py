@@ -16,22 +16,23 @@ from pathlib import Path
 def block_means(run: Path, tags: list[str], block: int) -> list[dict]:
     """Rows (run, tag, first update, last update, mean) for every tag the run logged."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    events = sorted(run.glob('events.out.tfevents.*'))
+    events = sorted(run.glob('events.out.tfevents.*'), key=lambda p: p.stat().st_mtime)
     if not events:
         raise SystemExit(f'{run}: no TensorBoard log (events.out.tfevents.*) in this folder')
-    rows = []
-    for path in events:  # a resumed run appends a second file
+    curves: dict[str, dict[int, float]] = {}
+    for path in events:  # oldest first: a resumed run's second file replays the updates after its checkpoint
         acc = EventAccumulator(str(path), size_guidance={'scalars': 0})
         acc.Reload()
         for tag in tags:
-            if f'train/{tag}' not in acc.Tags()['scalars']:
-                continue
-            values = {e.step: e.value for e in acc.Scalars(f'train/{tag}')}
-            for start in range(1, max(values) + 1, block):
-                chunk = [values[s] for s in range(start, start + block) if s in values]
-                if chunk:
-                    rows.append({'run': run.name, 'tag': tag, 'from': start, 'to': start + block - 1,
-                                 'mean': round(sum(chunk) / len(chunk), 5)})
+            if f'train/{tag}' in acc.Tags()['scalars']:
+                curves.setdefault(tag, {}).update((e.step, e.value) for e in acc.Scalars(f'train/{tag}'))
+    rows = []
+    for tag, values in curves.items():
+        for start in range(1, max(values) + 1, block):
+            chunk = [values[s] for s in range(start, start + block) if s in values]
+            if chunk:
+                rows.append({'run': run.name, 'tag': tag, 'from': start, 'to': start + block - 1,
+                             'mean': round(sum(chunk) / len(chunk), 5)})
     return rows
 
 
