@@ -14,8 +14,8 @@ import torch
 from yolo_lrm.cfg import parse_cfg_text
 from yolo_lrm.checkpoint import model_checkpoint, save_checkpoint
 from yolo_lrm.data import read_image
-from yolo_lrm.evaluate import (EvalResult, evaluate_model, image_id, kitti_lines, labels_ground_truth, predict_list,
-                               run_list, write_kitti_results, write_voc_results)
+from yolo_lrm.evaluate import EvalResult, evaluate_model, labels_ground_truth, predict_list, run_list
+from yolo_lrm.resultfiles import image_id, kitti_lines, write_kitti_results, write_voc_results
 from yolo_lrm.evaluate_cli import main as eval_main
 from yolo_lrm.plots import plot_pr
 from yolo_lrm.head import detect

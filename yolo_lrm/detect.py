@@ -24,10 +24,10 @@ from .cfg import CfgError, parse_data
 from .checkpoint import load_model
 from .distributed import pick_device
 from .draw import clip_boxes, draw_detections, palette
-from .evaluate import kitti_lines
 from .head import detect
 from .letterbox import letterbox, unletterbox
 from .model import Darknet
+from .resultfiles import kitti_lines
 from .runlog import increment_dir
 from .sources import VIDEO_EXTS, Frame, FrameReader, Skip, SourceError, resolve_source
 from .textfile import read_lines

@@ -57,12 +57,12 @@ from .kitti_eval import MIN_OVERLAP, KittiClass, evaluate_kitti_dirs
 from .letterbox import unletterbox
 from .voc_eval import (Detections, GroundTruth, class_ap, class_pr, load_voc_annotations, read_all_detections,
                        read_image_set)
+from .resultfiles import darknet_boxes, unique_ids, write_kitti_results, write_voc_results
 from .textfile import read_text
 
 DEFAULT_CONF = 0.005  # Darknet `detector valid`
 DEFAULT_NMS = 0.45
 METRICS = ('voc07', 'area', 'kitti', 'kitti-voc')
-RESULT_PREFIX = 'comp4_det_test_'
 log = logging.getLogger('yolo_lrm.eval')
 
 
@@ -183,11 +183,6 @@ def score_kitti_dirs(labels: str, results: str, frames: Sequence[str] | None = N
 
 
 # ------------------------------------------------------------------------------------------------ running a model
-def image_id(path: str) -> str:
-    """Darknet's image id (`basecfg`): the file name without folders, cut at its first `.`."""
-    return os.path.basename(path).split('.')[0]
-
-
 @dataclass
 class ListRun:
     """What `run_list` made of an image list: per readable image, in list order, its path, position in the list,
@@ -277,63 +272,6 @@ def predict_list(net, paths: Sequence[str], size: int | None = None, conf: float
     return out
 
 
-# --------------------------------------------------------------------------------------------------- result files
-def darknet_boxes(dets: np.ndarray, im_w: int, im_h: int) -> np.ndarray:
-    """(n, 4) boxes as Darknet prints them: 1-based (`+1`), clamped to xmin, ymin >= 1, xmax <= W, ymax <= H,
-    stored as float32 like Darknet's `float xmin`."""
-    b = dets[:, :4].astype(np.float64) + 1.
-    b[:, :2] = np.maximum(b[:, :2], 1.)
-    b[:, 2] = np.minimum(b[:, 2], im_w)
-    b[:, 3] = np.minimum(b[:, 3], im_h)
-    return b.astype(np.float32)
-
-
-def _unique_ids(paths: Sequence[str]) -> list[str]:
-    ids = [image_id(p) for p in paths]
-    if len(set(ids)) != len(ids):
-        seen: dict[str, str] = {}
-        for p, i in zip(paths, ids):
-            if i in seen:
-                raise ValueError(f'images {seen[i]} and {p} have the same id {i!r}: their result lines would mix')
-            seen[i] = p
-    return ids
-
-
-def write_voc_results(out_dir: str | os.PathLike, paths: Sequence[str], dets: Sequence[np.ndarray],
-                      sizes: Sequence[tuple[int, int]], names: Sequence[str], prefix: str = RESULT_PREFIX) -> str:
-    """Darknet's VOC result files, one per class (empty ones included); returns the path template (`{}` = class)."""
-    ids = _unique_ids(paths)
-    lines: list[list[str]] = [[] for _ in names]
-    for image, d, (w, h) in zip(ids, dets, sizes):
-        boxes = darknet_boxes(d, w, h).tolist()
-        for (x1, y1, x2, y2), score, cls in zip(boxes, d[:, 4].tolist(), d[:, 5].astype(np.int64).tolist()):
-            lines[cls].append('%s %f %f %f %f %f\n' % (image, score, x1, y1, x2, y2))
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    template = os.path.join(str(out_dir), prefix + '{}.txt')
-    for name, rows in zip(names, lines):
-        Path(template.format(name)).write_text(''.join(rows))
-    return template
-
-
-def kitti_lines(dets: np.ndarray, im_w: int, im_h: int, names: Sequence[str]) -> str:
-    """A KITTI result file's text: 16 columns, 2D box in 0-based pixels, 3D fields at the devkit's invalid values."""
-    boxes = darknet_boxes(dets, im_w, im_h).astype(np.float64) - 1.
-    return ''.join(f'{names[c]} -1 -1 -10 {x1:f} {y1:f} {x2:f} {y2:f} -1 -1 -1 -1000 -1000 -1000 -10 {s:f}\n'
-                   for (x1, y1, x2, y2), s, c in zip(boxes.tolist(), dets[:, 4].tolist(),
-                                                     dets[:, 5].astype(np.int64).tolist()))
-
-
-def write_kitti_results(out_dir: str | os.PathLike, paths: Sequence[str], dets: Sequence[np.ndarray],
-                        sizes: Sequence[tuple[int, int]], names: Sequence[str]) -> None:
-    """One KITTI result file per image (`<out_dir>/<image id>.txt`, empty when nothing was detected)."""
-    bad = [n for n in names if len(n.split()) != 1]
-    if bad:
-        raise ValueError(f'class name {bad[0]!r} cannot be a KITTI type (one word without spaces)')
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    for image, d, (w, h) in zip(_unique_ids(paths), dets, sizes):
-        Path(out_dir, image + '.txt').write_text(kitti_lines(d, w, h, names))
-
-
 # --------------------------------------------------------------------------------------- validation of a .data
 def labels_ground_truth(list_path: str, sizes: Sequence[tuple[int, int]], names: Sequence[str],
                         keep: Sequence[int] | None = None) -> GroundTruth:
@@ -368,7 +306,7 @@ def labels_ground_truth(list_path: str, sizes: Sequence[tuple[int, int]], names:
                                        (r[:, 1] + half_w) * w, (r[:, 2] + half_h) * h), 1) + 1))
         image.append(np.full(len(r), i, np.int64))
         cls.append(r[:, 0].astype(np.int64))
-    ids = _unique_ids(entries)
+    ids = unique_ids(entries)
     return GroundTruth(ids, np.concatenate(image), np.concatenate(cls), np.concatenate(boxes).reshape(-1, 4),
                        np.zeros(sum(map(len, image)), bool))
 
@@ -406,7 +344,7 @@ def evaluate_model(net, data_cfg: str | os.PathLike | DataCfg, metric: str | Seq
     paths = resolve_list(data['valid'])
     if not paths:
         raise ValueError(f'{data["valid"]}: the image list is empty')
-    _unique_ids(paths)  # before the long run: two images with one id would mix their result lines
+    unique_ids(paths)  # before the long run: two images with one id would mix their result lines
     run = run_list(net, paths, size, batch_size=batch_size, device=device, workers=workers, progress=progress)
     if not run.paths:
         raise ValueError(f'{data["valid"]}: none of the {len(paths)} images could be read ({run.skipped[0]})')
@@ -432,7 +370,7 @@ def _scored(run: ListRun, data: DataCfg, names: list[str], voc: Scored | None) -
 def _score_run(run: ListRun, data: DataCfg, names: list[str], metrics: list[str], ious: list[float],
                inclusive: bool, folder: str) -> EvalResult:
     """Write the result files of the readable images and score them against the ground truth of those alone."""
-    ids = _unique_ids(run.paths)
+    ids = unique_ids(run.paths)
     if metrics == ['kitti']:
         write_kitti_results(os.path.join(folder, 'data'), run.paths, run.dets, run.sizes, names)
         return score_kitti_dirs(data['kitti_labels'], os.path.join(folder, 'data'), ids)
