@@ -236,3 +236,24 @@ def test_kitti_empty_boxes_dropped_and_outside_boxes_reported(kitti, tmp_path):
     assert f'empty box dropped: {label}:2: car' in r.summary()
     report = scan_dataset(parse_data(r.data_file)['valid'], 6)
     assert [i.kind for i in report.issues] == ['box_clipped']
+
+
+def test_a_missing_dataset_names_its_files_and_the_data_files_recipe(tmp_path):
+    """Training on a .data whose lists were never made: one error with every missing file and the commands that
+    the .data file's comments give; without such comments, a generic pointer to the converter."""
+    from yolo_lrm.cfg import CfgError
+    from yolo_lrm.data.prepare import prepare_data
+    data = tmp_path / 'set.data'
+    data.write_text('# my set\n# make it once:\n#   python -m yolo_lrm.data.convert voc SRC --out sets/x\n'
+                    'classes=2\ntrain=sets/x/train.txt\nvalid=sets/x/val.txt\n')
+    with pytest.raises(CfgError) as info:
+        prepare_data(str(data))
+    text = str(info.value)
+    assert 'train=' in text and 'val.txt' in text and 'not found' in text
+    assert text.endswith('the file says to make it with:\n    python -m yolo_lrm.data.convert voc SRC --out sets/x')
+    data.write_text('classes=2\ntrain=sets/x/train.txt\n')
+    with pytest.raises(CfgError, match=r'train=.*train\.txt not found \(make the dataset first'):
+        prepare_data(str(data))
+    (tmp_path / 'sets' / 'x').mkdir(parents=True)
+    (tmp_path / 'sets' / 'x' / 'train.txt').write_text('a.jpg\n')
+    assert prepare_data(str(data)).classes == 2

@@ -74,6 +74,21 @@ def _generate(folder: Path, preset: str) -> None:
           file=sys.stderr, flush=True)
 
 
+def _check_present(data: DataCfg) -> None:
+    """A dataset the user makes: its train=, valid= and names= files must exist.  The error repeats the commands
+    that the `.data` file's comments give (e.g. the conversion that makes the folder), since that is where a
+    dataset's recipe is written."""
+    missing = [f'{key}={data[key]}' for key in ('train', 'valid', 'names') if data[key] and not os.path.exists(data[key])]
+    if not missing:
+        return
+    comments = [line.lstrip('#').strip() for line in Path(data.path).read_text(encoding='utf-8-sig').splitlines()
+                if line.startswith('#')]
+    recipe = [c for c in comments if c.startswith(('python ', 'python3 ', 'bash '))]
+    raise CfgError(f'{data.path}: {", ".join(missing)} not found' + (
+        '; the file says to make it with:\n' + '\n'.join(f'    {r}' for r in recipe) if recipe else
+        ' (make the dataset first, e.g. python -m yolo_lrm.data.convert voc|kitti ...)'))
+
+
 def prepare_data(data_cfg: DataCfg | str | os.PathLike) -> DataCfg:
     """Parse (if given a path) and return the `.data` config, generating a built-in dataset first when the file asks
     for one (`generate=<preset>`) and its train/valid/names/annotations paths are missing or were written by another
@@ -83,6 +98,7 @@ def prepare_data(data_cfg: DataCfg | str | os.PathLike) -> DataCfg:
     data = data_cfg if isinstance(data_cfg, DataCfg) else parse_data(data_cfg)
     preset = data['generate']
     if not preset:
+        _check_present(data)
         return data
     if preset not in PRESETS:
         raise CfgError(f'{data.path}: generate={preset}: unknown dataset; built-in ones: {", ".join(PRESETS)}')
