@@ -65,7 +65,7 @@ from yolo_lrm.lrm import select_hard_examples
 from yolo_lrm.model import Darknet
 from yolo_lrm.trainargs import TrainArgs
 from yolo_lrm.trainer import NonFiniteLoss, Trainer
-from yolo_lrm.weights import load_darknet_weights
+from yolo_lrm.weights import load_darknet_weights, save_darknet_weights
 
 SHARED = ROOT.parent / 'shared'
 CARRY = ROOT / 'bench' / 'carry'            # git-ignored: what travels to a GPU machine
@@ -538,6 +538,8 @@ def section_training(ctx: Context) -> None:
             ctx.row(f'{Path(cfg).stem} {variant[0]} in memory',
                     lambda cfg=cfg, variant=variant: memory_row(ctx, cfg, variant, fastest))
     for cfg in p.cfgs:
+        ctx.row(f'{Path(cfg).stem} checkpoint save', lambda cfg=cfg: save_row(ctx, cfg, fastest))
+    for cfg in p.cfgs:
         for workers in p.workers:
             ctx.row(f'{Path(cfg).stem} loader, {workers} workers',
                     lambda cfg=cfg, workers=workers: loader_row(ctx, cfg, workers, fastest))
@@ -568,6 +570,26 @@ def memory_row(ctx: Context, cfg: str, variant: tuple, fastest: dict, compile: b
                    '; '.join(filter(None, [name if compile else '', note])), img_s=rate,
                    step_ms=statistics.median(times) * 1e3, warmup_s=warmup,
                    peak_mb=bench_train.peak_memory_mb(ctx.device))
+
+
+def save_row(ctx: Context, cfg: str, fastest: dict) -> None:
+    """What a save costs the trainer (every `--save-interval` updates, 100 by default): `last.pt` with the momentum
+    buffers plus Darknet's `.backup`, both atomic with fsync; as a share of 100 updates at the fastest in-memory
+    rate."""
+    p = ctx.plan
+    with make_trainer(ctx, cfg, p.size, p.batch, overrides=TIMING_LR) as t:
+        t.train_update(iter([fixed_batch(ctx, t)]))  # the optimizer's momentum buffers exist after a step
+        backup, times = ctx.tmp / 'save.backup', []
+        for _ in range(3):
+            start = time.perf_counter()
+            t._save(final=False)  # weights/last.pt, as the loop does it
+            save_darknet_weights(t.net, backup)
+            times.append(time.perf_counter() - start)
+        size = (t.weights_dir / 'last.pt').stat().st_size + backup.stat().st_size
+    save_s = statistics.median(times)
+    per_100 = 100 * p.batch / fastest[cfg][3] if cfg in fastest else math.nan
+    ctx.report.add('training', f'{Path(cfg).stem} checkpoint save', 'ok', 'into a temporary folder', save_s=save_s,
+                   mb=size / 2 ** 20, of_100_updates=save_s / per_100)
 
 
 def loader_rate(t: Trainer, updates: int, device: torch.device) -> tuple[float, float]:

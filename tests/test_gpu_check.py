@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from yolo_lrm.model import Darknet
+
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ['correctness', 'amp', 'inference', 'lrm', 'training']
 
@@ -87,6 +89,9 @@ def test_training_rows_in_memory_with_the_loader_and_compile_skipped(table):
         assert positive(m['img_s']) and 0 <= m['waiting_share'] <= 1 and m['bound'] in ('loader', 'contention',
                                                                                           'CPU step')
     assert found['demo compile in memory']['status'] == 'skipped'
+    save = found['demo checkpoint save']['metrics']  # last.pt (weights + momentum) and the .backup (weights)
+    params_mb = sum(p.numel() for p in Darknet(str(ROOT / 'cfg' / 'demo.cfg')).parameters()) * 4 / 2 ** 20
+    assert positive(save['save_s']) and 2.9 * params_mb < save['mb'] < 3.5 * params_mb and save['of_100_updates'] > 0
 
 
 def test_a_failing_row_is_recorded_and_the_run_goes_on(tmp_path):
