@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..cfg import CfgError, DataCfg, parse_data
+from ..textfile import read_text
 from .loader import process_alive
 
 _LOCK_NAME = '.generate.lock'
@@ -78,10 +79,11 @@ def _check_present(data: DataCfg) -> None:
     """A dataset the user makes: its train=, valid= and names= files must exist.  The error repeats the commands
     that the `.data` file's comments give (e.g. the conversion that makes the folder), since that is where a
     dataset's recipe is written."""
-    missing = [f'{key}={data[key]}' for key in ('train', 'valid', 'names') if data[key] and not os.path.exists(data[key])]
+    missing = [f'{key}={data[key]}' for key in ('train', 'valid', 'names')
+               if data[key] and not os.path.exists(data[key])]
     if not missing:
         return
-    comments = [line.lstrip('#').strip() for line in Path(data.path).read_text(encoding='utf-8-sig').splitlines()
+    comments = [line.lstrip('#').strip() for line in read_text(data.path, 'data file', CfgError).splitlines()
                 if line.startswith('#')]
     recipe = [c for c in comments if c.startswith(('python ', 'python3 ', 'bash '))]
     raise CfgError(f'{data.path}: {", ".join(missing)} not found' + (
