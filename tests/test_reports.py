@@ -4,6 +4,7 @@ import csv
 import importlib.util
 import itertools
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -161,3 +162,24 @@ def test_a_run_without_matplotlib_or_tensorboard(tmp_path, demo, one_thread, mon
     assert 'tensorboard is not installed' in log and 'PR curves and confusion.png skipped' in log
     assert not list(run.glob('*.png')) and not list(run.glob('events.out.tfevents*'))
     assert (run / 'confusion.csv').is_file() and (run / 'train_batch0.jpg').is_file()  # OpenCV's need no extra
+
+
+def test_bench_tb_curves_merges_a_resumed_runs_files(tmp_path):
+    """bench/tb_curves.py: block means over a run's per-update curve, the second (resumed) file taking over the
+    updates it replays."""
+    pytest.importorskip('tensorboard')
+    import time
+
+    from torch.utils.tensorboard import SummaryWriter
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'bench'))
+    try:
+        from tb_curves import block_means
+    finally:
+        sys.path.pop(0)
+    for steps, value in ((range(1, 8), 1.0), (range(5, 11), 3.0)):  # stopped after 7, resumed from 4
+        with SummaryWriter(str(tmp_path)) as board:
+            for step in steps:
+                board.add_scalar('train/noobj_prob', value, step)
+        time.sleep(1.1)  # the next file is named (and dated) a second later
+    rows = block_means(tmp_path, ['noobj_prob', 'absent'], block=4)
+    assert [(r['from'], r['to'], r['mean']) for r in rows] == [(1, 4, 1.0), (5, 8, 3.0), (9, 12, 3.0)]
