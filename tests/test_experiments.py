@@ -334,7 +334,11 @@ def test_loss_grid_takes_the_best_of_a_finished_lrm_grid(tmp_path):
                                                row(256, 0.7, .55), row(32, None, .95, loss='loss1')]}
     (tmp_path / 'lrm.json').write_text(json.dumps(summary))
     (k, nms), note = grids.best_lrm_setting(tmp_path)
-    assert (k, nms) == (128, 0.5) and 'finished lrm grid' in note
+    assert (k, nms) == (128, 0.5) and 'finished lrm grid' in note and 'as the paper does: biased up' in note
+    summary.update(data='data/x.data', test_data='data/x-test.data')  # chosen on val, reported on a test split
+    (tmp_path / 'lrm.json').write_text(json.dumps(summary))
+    assert grids.best_lrm_setting(tmp_path)[1].endswith('(chosen on valid= of data/x.data; data/x-test.data is only '
+                                                         'reported)')
     summary['complete'] = False
     (tmp_path / 'lrm.json').write_text(json.dumps(summary))
     assert grids.best_lrm_setting(tmp_path)[0] == grids.PAPER_BEST

@@ -181,9 +181,11 @@ def best_lrm_setting(out: Path) -> tuple[tuple[int, float | None], str]:
         if summary.get('complete') and rows:
             best = max(rows, key=lambda r: r['map_mean'])
             s = best['settings']
+            where = (f"on valid= of {summary['data']}; {summary['test_data']} is only reported"
+                     if summary.get('test_data') else 'on the split the tables report, as the paper does: biased up')
             return (s['hard_examples'], s['nms']), (f"K={s['hard_examples']}, NMS {nms_text(s['nms'])}: the best "
-                                                     f"LRM row of the finished lrm grid in {path.name} (chosen on "
-                                                     f"the same test split, as the paper does)")
+                                                     f"LRM row of the finished lrm grid in {path.name} (chosen "
+                                                     f"{where})")
     k, t = PAPER_BEST
     return PAPER_BEST, f'K={k}, NMS {t}: the paper\'s best on VOC (Table III); no finished lrm grid in this --out'
 
