@@ -27,6 +27,7 @@ from yolo_lrm.box import pairwise_iou_cxcywh  # noqa: E402
 from yolo_lrm.cfg import parse_data  # noqa: E402
 from yolo_lrm.checkpoint import load_model  # noqa: E402
 from yolo_lrm.data.dataset import ListDataset, collate  # noqa: E402
+from yolo_lrm.head import decode  # noqa: E402
 from yolo_lrm.lrm import select_hard_examples  # noqa: E402
 from yolo_lrm import loss as loss_module  # noqa: E402
 from yolo_lrm.loss import RegionLoss  # noqa: E402
@@ -53,8 +54,8 @@ def captured_predictions(weights: str, data: str, images: int, k: int):
             crit(out, targets, seen=int(net.seen))
     finally:
         loss_module.mine = mining_mine
-    head = out.view(out.shape[0], net.region['num'], -1, out.shape[2] * out.shape[3])  # (B, A, 5+C, H*W)
-    return captured['p'], torch.sigmoid(head[:, :, 4]).reshape(out.shape[0], -1)     # Darknet order (A, H, W)
+    objectness = decode(out, net.anchors, net.region['loss']).obj  # Loss1: 1 - p(background)
+    return captured['p'], objectness.reshape(out.shape[0], -1)      # (B, N) in the loss's order (A, H, W)
 
 
 def walk_stats(p, objectness: torch.Tensor, k: int, nms: float | None) -> dict[str, float]:

@@ -1,5 +1,8 @@
 """Shared test helpers: where the Darknet fixtures live, and the small cfgs the tests build."""
+import importlib
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -13,3 +16,12 @@ def need_fixtures() -> Path:
     if not FIXTURES.is_dir():
         pytest.skip('Darknet fixtures not found at ../shared/fixtures/darknet (absent in this checkout)')
     return FIXTURES
+
+
+def bench_module(name: str) -> ModuleType:
+    """A script of bench/ imported as a module (bench/ is not a package; its scripts import each other by name)."""
+    sys.path.insert(0, str(ROOT / 'bench'))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(ROOT / 'bench'))

@@ -4,13 +4,12 @@ import json
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from conftest import ROOT, bench_module
 from yolo_lrm.model import Darknet
 
-ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ['correctness', 'amp', 'inference', 'lrm', 'training']
 
 
@@ -95,11 +94,7 @@ def test_training_rows_in_memory_with_the_loader_and_compile_skipped(table):
 
 
 def test_a_failing_row_is_recorded_and_the_run_goes_on(tmp_path):
-    sys.path.insert(0, str(ROOT / 'bench'))
-    try:
-        import gpu_check
-    finally:
-        sys.path.remove(str(ROOT / 'bench'))
+    gpu_check = bench_module('gpu_check')
     report = gpu_check.Report(tmp_path / 'out.json', {'mode': 'test'})
     ctx = gpu_check.Context(None, gpu_check.QUICK, gpu_check.torch.device('cpu'), tmp_path, report,
                             section='lrm')

@@ -1,6 +1,4 @@
 """Loss Rank Mining: the selection rule against a plain-Python walk, and its effect on the loss gradient."""
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -9,6 +7,7 @@ from yolo_lrm.box import pairwise_iou_cxcywh
 from yolo_lrm.head import decode
 from yolo_lrm.lrm import select_hard_examples
 
+from conftest import bench_module
 from test_loss import ANCHORS, as_targets, random_case, small_loss
 
 
@@ -189,12 +188,7 @@ def test_passed_over_counts_what_nms_skipped_above_the_last_kept():
 def test_bench_lrm_walk_stats():
     """bench/lrm_walk.py: the top-K backgrounds the NMS walk leaves out, and which of them a kept foreground
     suppressed."""
-    import sys
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'bench'))
-    try:
-        from lrm_walk import walk_stats
-    finally:
-        sys.path.pop(0)
+    walk_stats = bench_module('lrm_walk').walk_stats
     objectness = torch.tensor([[.9, .8, .5, .1], [.4, .3, .2, .1]])
     s = walk_stats(two_images(), objectness, 2, 0.5)
     assert s['kept_bg'] == 2 and s['top_bg_skipped'] == 0.5 and s['skipped_by_fg'] == 0

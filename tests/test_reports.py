@@ -4,13 +4,13 @@ import csv
 import importlib.util
 import itertools
 import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
 
+from conftest import bench_module
 from test_train import data_file, demo, one_thread, run_args, tiny_cfg, write  # noqa: F401 (fixtures)
 from yolo_lrm.confusion import confusion_matrix, greedy_match
 from yolo_lrm.draw import palette
@@ -171,11 +171,7 @@ def test_bench_tb_curves_merges_a_resumed_runs_files(tmp_path):
     import time
 
     from torch.utils.tensorboard import SummaryWriter
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'bench'))
-    try:
-        from tb_curves import block_means
-    finally:
-        sys.path.pop(0)
+    block_means = bench_module('tb_curves').block_means
     for steps, value in ((range(1, 8), 1.0), (range(5, 11), 3.0)):  # stopped after 7, resumed from 4
         with SummaryWriter(str(tmp_path)) as board:
             for step in steps:

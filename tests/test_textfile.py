@@ -14,8 +14,8 @@ from yolo_lrm.cfg import CfgError, parse_cfg, parse_data
 from yolo_lrm.data.kitti import parse_kitti_label
 from yolo_lrm.data.scan import scan_dataset
 from yolo_lrm.experiment_grids import ExperimentError, load_budget
-from yolo_lrm.textfile import read_lines, read_text
-from yolo_lrm.voc_eval import read_image_set, read_names
+from yolo_lrm.textfile import read_lines, read_names, read_text
+from yolo_lrm.voc_eval import read_image_set
 
 BOM = '\ufeff'
 ROOT = Path(__file__).resolve().parents[1]

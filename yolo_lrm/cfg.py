@@ -327,6 +327,20 @@ class DataCfg:
     def __getitem__(self, key: str) -> Any:
         return self.options[key]
 
+    def require(self, *keys: str) -> None:
+        """The files these keys name (those that are set) must exist.  Else one CfgError naming every missing file
+        and repeating the commands the `.data` file's comments give (a dataset's recipe is written there, e.g. the
+        conversion that makes its folder)."""
+        missing = [f'{key}={self[key]}' for key in keys if self[key] and not os.path.exists(self[key])]
+        if not missing:
+            return
+        comments = [ln.lstrip('#').strip() for ln in read_text(self.path, 'data file', CfgError).splitlines()
+                    if ln.startswith('#')]
+        recipe = [c for c in comments if c.startswith(('python ', 'python3 ', 'bash '))]
+        raise CfgError(f'{self.path}: {", ".join(missing)} not found' + (
+            '; the file says to make it with:\n' + '\n'.join(f'    {r}' for r in recipe) if recipe else
+            ' (make the dataset first, e.g. python -m yolo_lrm.data.convert voc|kitti ...)'))
+
     def names(self) -> list[str]:
         """Class names from `names=` (one per line), checked against `classes=`; `class<i>` if no file is given."""
         if not self.options['names']:

@@ -338,6 +338,7 @@ def evaluate_model(net, data_cfg: str | os.PathLike | DataCfg, metric: str | Seq
         raise CfgError(f'{data.path}: no valid= list to evaluate')
     if metrics == ['kitti'] and not data['kitti_labels']:
         raise CfgError(f'{data.path}: metric kitti needs kitti_labels= (the KITTI label_2 folder)')
+    data.require('valid', *(() if names else ('names',)))
     names = list(names or data.names())
     if len(names) != net.num_classes:
         raise CfgError(f'{data.path}: {len(names)} class names for a network with {net.num_classes} classes')

@@ -15,7 +15,8 @@ from .evaluate import (METRICS, EvalResult, check_metrics, evaluate_model, forma
                        score_kitti_dirs, score_voc_files)
 from .data import resolve_list
 from .reports import write_eval_figures
-from .voc_eval import read_image_set, read_names
+from .textfile import read_names
+from .voc_eval import read_image_set
 
 
 def _output_args(ap: argparse.ArgumentParser, plots_default: str) -> None:

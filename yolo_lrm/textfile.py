@@ -20,3 +20,11 @@ def read_text(path: str | os.PathLike, what: str, error: type[Exception] = Value
 def read_lines(path: str | os.PathLike, what: str, error: type[Exception] = ValueError) -> list[str]:
     """The non-blank lines of `read_text`, stripped (names files, image lists, image sets)."""
     return [ln.strip() for ln in read_text(path, what, error).splitlines() if ln.strip()]
+
+
+def read_names(path: str | os.PathLike, error: type[Exception] = ValueError) -> list[str]:
+    """Class names, one per non-blank line; an empty file is an error."""
+    names = read_lines(path, 'names file', error)
+    if not names:
+        raise error(f'{path}: the names file is empty')
+    return names

@@ -31,7 +31,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from .textfile import read_lines, read_text
+from .textfile import read_text
 
 VOC07_THRESHOLDS = np.arange(0., 1.1, 0.1)  # the reference's steps, float error included
 log = logging.getLogger('yolo_lrm.eval')
@@ -84,14 +84,6 @@ def read_image_set(path: str | os.PathLike) -> list[str]:
     if not ids:
         raise ValueError(f'{path}: the image set is empty')
     return ids
-
-
-def read_names(path: str | os.PathLike) -> list[str]:
-    """Class names, one per non-blank line."""
-    names = read_lines(path, 'names file')
-    if not names:
-        raise ValueError(f'{path}: no class names')
-    return names
 
 
 def _xml_int(text: str | None, path: str, obj: int, field: str) -> int:

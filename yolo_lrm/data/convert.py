@@ -14,16 +14,11 @@ import time
 from .kitti import convert_kitti
 from .layout import ConvertError
 from .voc import convert_voc
-from ..textfile import read_lines
+from ..textfile import read_names
 
 
 def _names(path: str | None) -> list[str] | None:
-    if not path:
-        return None
-    names = read_lines(path, 'names file', ConvertError)
-    if not names:
-        raise ConvertError(f'{path}: the names file is empty')
-    return names
+    return read_names(path, ConvertError) if path else None
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Iterator
 
 from ..cfg import CfgError, DataCfg, parse_data
-from ..textfile import read_text
 from .loader import process_alive
 
 _LOCK_NAME = '.generate.lock'
@@ -75,22 +74,6 @@ def _generate(folder: Path, preset: str) -> None:
           file=sys.stderr, flush=True)
 
 
-def _check_present(data: DataCfg) -> None:
-    """A dataset the user makes: its train=, valid= and names= files must exist.  The error repeats the commands
-    that the `.data` file's comments give (e.g. the conversion that makes the folder), since that is where a
-    dataset's recipe is written."""
-    missing = [f'{key}={data[key]}' for key in ('train', 'valid', 'names')
-               if data[key] and not os.path.exists(data[key])]
-    if not missing:
-        return
-    comments = [line.lstrip('#').strip() for line in read_text(data.path, 'data file', CfgError).splitlines()
-                if line.startswith('#')]
-    recipe = [c for c in comments if c.startswith(('python ', 'python3 ', 'bash '))]
-    raise CfgError(f'{data.path}: {", ".join(missing)} not found' + (
-        '; the file says to make it with:\n' + '\n'.join(f'    {r}' for r in recipe) if recipe else
-        ' (make the dataset first, e.g. python -m yolo_lrm.data.convert voc|kitti ...)'))
-
-
 def prepare_data(data_cfg: DataCfg | str | os.PathLike) -> DataCfg:
     """Parse (if given a path) and return the `.data` config, generating a built-in dataset first when the file asks
     for one (`generate=<preset>`) and its train/valid/names/annotations paths are missing or were written by another
@@ -100,7 +83,7 @@ def prepare_data(data_cfg: DataCfg | str | os.PathLike) -> DataCfg:
     data = data_cfg if isinstance(data_cfg, DataCfg) else parse_data(data_cfg)
     preset = data['generate']
     if not preset:
-        _check_present(data)
+        data.require('train', 'valid', 'names')
         return data
     if preset not in PRESETS:
         raise CfgError(f'{data.path}: generate={preset}: unknown dataset; built-in ones: {", ".join(PRESETS)}')
