@@ -324,22 +324,31 @@ def test_parse_variant():
             grids.parse_variant(bad)
 
 
-def test_loss_grid_takes_the_best_of_a_finished_lrm_grid(tmp_path):
+def test_loss_grid_takes_the_best_lrm_row_on_the_seeds_every_row_has(tmp_path):
     assert grids.best_lrm_setting(tmp_path)[0] == grids.PAPER_BEST
 
-    def row(k, nms, m, loss='loss2'):
-        return {'settings': {'loss': loss, 'focal': False, 'lrm': k > 0, 'hard_examples': k or None, 'nms': nms},
-                'map_mean': m}
-    summary = {'complete': True, 'aggregate': [row(0, None, .9), row(64, None, .5), row(128, 0.5, .6),
-                                               row(256, 0.7, .55), row(32, None, .95, loss='loss1')]}
+    def run(name, seed, m, k=0, nms=None, loss='loss2'):
+        settings = {'loss': loss, 'focal': False, 'lrm': k > 0, 'hard_examples': k or None, 'nms': nms}
+        return {'variant': name, 'seed': seed, 'map': m, 'settings': settings}
+    rows = [('base', 0, None, .9), ('k64', 64, None, .5), ('k128', 128, 0.5, .6), ('k256', 256, 0.7, .55),
+            ('l1', 32, None, .95, 'loss1')]
+    runs = [run(n, seed, m + seed / 100, k, nms, *loss) for n, k, nms, m, *loss in rows for seed in (0, 1)]
+    # k256 alone got a third seed, and a lucky one: it must not win by that (its mean over 0..2 would be .9)
+    runs.append(run('k256', 2, 1.6, 256, 0.7))
+    summary = {'variants': [{'name': r[0]} for r in rows], 'runs': runs,
+               'aggregate': [{'variant': r[0], 'settings': runs[2 * i]['settings']} for i, r in enumerate(rows)]}
     (tmp_path / 'lrm.json').write_text(json.dumps(summary))
     (k, nms), note = grids.best_lrm_setting(tmp_path)
-    assert (k, nms) == (128, 0.5) and 'finished lrm grid' in note and 'as the paper does: biased up' in note
+    assert (k, nms) == (128, 0.5) and 'over seeds 0 1, the ones every row has finished' in note
+    assert 'as the paper does: biased up' in note
     summary.update(data='data/x.data', test_data='data/x-test.data')  # chosen on val, reported on a test split
     (tmp_path / 'lrm.json').write_text(json.dumps(summary))
     assert grids.best_lrm_setting(tmp_path)[1].endswith('(chosen on valid= of data/x.data; data/x-test.data is only '
                                                          'reported)')
-    summary['complete'] = False
+    summary['runs'] = [r for r in runs if r['variant'] != 'k64' or r['seed'] == 1]  # still a common seed: 1
+    (tmp_path / 'lrm.json').write_text(json.dumps(summary))
+    assert grids.best_lrm_setting(tmp_path)[0] == (128, 0.5)
+    summary['runs'] = [r for r in runs if r['variant'] != 'k64']  # a row with no finished run: no choice yet
     (tmp_path / 'lrm.json').write_text(json.dumps(summary))
     assert grids.best_lrm_setting(tmp_path)[0] == grids.PAPER_BEST
 
@@ -398,9 +407,16 @@ def test_test_split_aggregates_apart_and_names_the_best_rows():
     assert report.ci95([.01, .03]) == pytest.approx(12.706 * .01) and report.ci95([.01]) is None
     table = _table_rows(report.markdown_table([base, k64, k256], 'x', 'test', predictions=845))
     assert table['k256']['mAP'] == '45.00 ± 7.07' and table['k64']['Hard examples'] == '64 (7.6 %)'
-    assert report.best_rows([base, k64, k256]) == [
+    assert report.best_rows([base, k64, k256], records) == [
         '- best LRM row on valid=: **k64** (valid 49.00, test 40.00); best LRM row on test: **k256** (valid 46.50, '
         'test 45.00)']
+    # a third seed for k256 only, good enough to lift its mean past k64's: the ranking stays on seeds 0 and 1
+    records.append({**_record('k256', 2, .70, k=256), 'test': {'map': .60, 'per_class': {'a': .6, 'b': .3}}})
+    rows = report.aggregate(variants, records)
+    assert rows[2]['map_mean'] == pytest.approx(.5433, abs=1e-4)
+    assert report.best_rows(rows, records) == [
+        '- best LRM row on valid=: **k64** (valid 49.00, test 40.00); best LRM row on test: **k256** (valid 46.50, '
+        'test 45.00) (means over seeds 0 1, the ones every LRM row has)']
 
 
 def test_mining_table_has_method_and_improvement_columns():

@@ -171,23 +171,44 @@ def parse_variant(text: str) -> Variant:
     return Variant(name, overrides)
 
 
+def common_seed_means(records: Sequence[dict[str, Any]], names: Sequence[str], split: str = 'valid'
+                      ) -> tuple[list[int], dict[str, float]]:
+    """The seeds every one of `names` has finished, and each one's mean mAP over just those seeds on `split` ('valid'
+    or 'test'; diverged runs left out): rows that have more seeds than others are ranked on the same ground."""
+    finished = [{r['seed'] for r in records if r['variant'] == n} for n in names]
+    seeds = sorted(set.intersection(*finished)) if finished else []
+    means = {}
+    for n in names:
+        maps = [r['map'] if split == 'valid' else (r.get('test') or {}).get('map')
+                for r in records if r['variant'] == n and r['seed'] in seeds]
+        maps = [m for m in maps if m is not None]
+        if maps:
+            means[n] = sum(maps) / len(maps)
+    return seeds, means
+
+
 def best_lrm_setting(out: Path) -> tuple[tuple[int, float | None], str]:
-    """(K, NMS) of the best LRM row of a complete lrm grid in `out`, else the paper's; and a note saying which."""
+    """(K, NMS) of the best LRM row of the lrm grid in `out`, on valid= over the seeds every row of it has finished
+    (so a row given extra seeds later does not change the choice by luck), else the paper's; and a note saying which."""
     path = out / 'lrm.json'
     if path.is_file():
         summary = json.loads(path.read_text())
-        rows = [r for r in summary['aggregate'] if r['settings']['lrm'] and is_plain(r['settings'])
-                and r['map_mean'] is not None]
-        if summary.get('complete') and rows:
-            best = max(rows, key=lambda r: r['map_mean'])
-            s = best['settings']
+        lrm = {r['variant']: r['settings'] for r in summary['aggregate']
+               if r['settings']['lrm'] and is_plain(r['settings'])}
+        names = [v['name'] for v in summary['variants']]
+        seeds, means = common_seed_means(summary['runs'], names)
+        means = {n: m for n, m in means.items() if n in lrm}
+        if seeds and means:
+            s = lrm[max(means, key=means.get)]
             where = (f"on valid= of {summary['data']}; {summary['test_data']} is only reported"
                      if summary.get('test_data') else 'on the split the tables report, as the paper does: biased up')
             return (s['hard_examples'], s['nms']), (f"K={s['hard_examples']}, NMS {nms_text(s['nms'])}: the best "
-                                                     f"LRM row of the finished lrm grid in {path.name} (chosen "
-                                                     f"{where})")
+                                                     f"LRM row of the lrm grid in {path.name} over seeds "
+                                                     f"{' '.join(map(str, seeds))}, the ones every row has finished "
+                                                     f"(chosen {where})")
     k, t = PAPER_BEST
-    return PAPER_BEST, f'K={k}, NMS {t}: the paper\'s best on VOC (Table III); no finished lrm grid in this --out'
+    return PAPER_BEST, (f'K={k}, NMS {t}: the paper\'s best on VOC (Table III); no lrm grid in this --out has a '
+                        f'seed that every row has finished')
 
 
 def grid_variants(grid: str, extra: Sequence[Variant], out: Path, images: int | None = None

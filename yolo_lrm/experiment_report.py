@@ -16,7 +16,7 @@ import torch
 
 from .cfg import parse_cfg
 from .distributed import pick_device
-from .experiment_grids import Variant, is_plain, nms_text
+from .experiment_grids import Variant, common_seed_means, is_plain, nms_text
 from .plots import MISSING, pyplot, save_figure
 
 
@@ -228,11 +228,12 @@ def write_reports(out: Path, grid: str, variants: Sequence[Variant], records: Se
     notes = [] if complete else [f'{grid}: {len(records)} of {len(variants) * len(context["seeds"])} runs finished']
     note = plot_map_vs_k(rows, out / f'{grid}-map-vs-k.png', f'{Path(context["data"]).stem}: mAP vs hard examples')
     notes += [note] if note else []
-    (out / f'{grid}.md').write_text(markdown_report(grid, rows, context, complete))
+    (out / f'{grid}.md').write_text(markdown_report(grid, rows, records, context, complete))
     return notes
 
 
-def markdown_report(grid: str, rows: Sequence[dict[str, Any]], ctx: dict[str, Any], complete: bool) -> str:
+def markdown_report(grid: str, rows: Sequence[dict[str, Any]], records: Sequence[dict[str, Any]], ctx: dict[str, Any],
+                    complete: bool) -> str:
     """`G.md`: what was run, then the table."""
     runs = ctx['seeds']
     parts = [f'# {grid} grid: {Path(ctx["cfg"]).name} on {Path(ctx["data"]).name}', '',
@@ -260,22 +261,25 @@ def markdown_report(grid: str, rows: Sequence[dict[str, Any]], ctx: dict[str, An
               markdown_table(rows, backbone_name(ctx['cfg']), 'valid', predictions)]
     if any(r.get('test') for r in rows):
         parts += ['', f'## On the test split (`{Path(ctx["test_data"]).name}`: reported, never used to choose)', '',
-                  markdown_table(rows, backbone_name(ctx['cfg']), 'test', predictions), '', *best_rows(rows)]
+                  markdown_table(rows, backbone_name(ctx['cfg']), 'test', predictions), '', *best_rows(rows, records)]
     return '\n'.join(parts + [''])
 
 
-def best_rows(rows: Sequence[dict[str, Any]]) -> list[str]:
+def best_rows(rows: Sequence[dict[str, Any]], records: Sequence[dict[str, Any]]) -> list[str]:
     """Which LRM row is best on valid= and which on test, with both of their scores: the honest choice and the
-    choose-on-test one (the gap between them is the bias of choosing on the test split)."""
-    lrm = [r for r in rows if r['settings']['lrm'] and r['map_mean'] is not None and (r.get('test') or {}).get(
-        'map_mean') is not None]
-    if not lrm:
+    choose-on-test one (the gap between them is the bias of choosing on the test split).  Rows are ranked on the seeds
+    every LRM row has finished, as the loss grid chooses its row."""
+    names = [r['variant'] for r in rows if r['settings']['lrm'] and r.get('test')]
+    seeds, valid = common_seed_means(records, names)
+    test = common_seed_means(records, names, 'test')[1]
+    both = [n for n in names if n in valid and n in test]
+    if not both:
         return []
-    on_valid = max(lrm, key=lambda r: r['map_mean'])
-    on_test = max(lrm, key=lambda r: r['test']['map_mean'])
-    return [f'- best LRM row on valid=: **{on_valid["variant"]}** (valid {_pct(on_valid["map_mean"])}, test '
-            f'{_pct(on_valid["test"]["map_mean"])}); best LRM row on test: **{on_test["variant"]}** (valid '
-            f'{_pct(on_test["map_mean"])}, test {_pct(on_test["test"]["map_mean"])})']
+    on_valid, on_test = max(both, key=valid.get), max(both, key=test.get)
+    uneven = len({s for r in rows for s in r['seeds']}) > len(seeds)
+    over = f' (means over seeds {" ".join(map(str, seeds))}, the ones every LRM row has)' if uneven else ''
+    return [f'- best LRM row on valid=: **{on_valid}** (valid {_pct(valid[on_valid])}, test {_pct(test[on_valid])}); '
+            f'best LRM row on test: **{on_test}** (valid {_pct(valid[on_test])}, test {_pct(test[on_test])}){over}']
 
 
 def predictions_per_image(cfg_path: str) -> int | None:
