@@ -2,6 +2,7 @@
 finished runs, refusal to reuse runs made with other settings, and the pure parts (variants, aggregation, budgets)."""
 import csv
 import dataclasses
+import itertools
 import json
 import math
 from pathlib import Path
@@ -63,7 +64,10 @@ def grid(tmp_path_factory):
 
 
 def _table_rows(md: str) -> dict[str, dict[str, str]]:
-    lines = [ln for ln in md.splitlines() if ln.startswith('|')]
+    """The first markdown table of `md`, by its first column."""
+    text = md.splitlines()
+    start = next(i for i, ln in enumerate(text) if ln.startswith('|'))
+    lines = [*itertools.takewhile(lambda ln: ln.startswith('|'), text[start:])]
     head = [c.strip() for c in lines[0].strip('|').split('|')]
     return {cells[0]: dict(zip(head, cells)) for cells in
             ([c.strip() for c in ln.strip('|').split('|')] for ln in lines[2:])}
@@ -114,8 +118,12 @@ def test_grid_writes_table_json_csv_and_plot_from_real_runs(grid):
     assert len(runs_csv) == 4 and float(runs_csv[0]['mAP']) == pytest.approx(100 * summary['runs'][0]['map'], abs=1e-4)
     with open(out / 'custom-summary.csv') as f:
         assert [r['variant'] for r in csv.DictReader(f)] == ['baseline', 'lrm-k4-nms0.5']
+    by_seed = _table_rows((out / 'custom.md').read_text().split('by seed (points):')[1])
+    assert by_seed['lrm-k4-nms0.5'] == {'Variant': 'lrm-k4-nms0.5', **{f'seed {s}': f'{100 * d:+.2f}'
+                                                                      for s, d in enumerate(deltas)}}
     pytest.importorskip('matplotlib')
     assert (out / 'custom-map-vs-k.png').stat().st_size > 1000
+    assert (out / 'custom-deltas.png').stat().st_size > 1000
 
 
 def test_second_invocation_skips_finished_runs(grid, monkeypatch):
@@ -386,6 +394,11 @@ def test_aggregate_pairs_seeds_and_counts_diverged_runs():
     assert lrm['delta_mean'] == pytest.approx(.04) and lrm['delta_std'] == pytest.approx(.04 / 2 ** .5)
     assert l1['diverged'] == 1 and l1['map_mean'] == pytest.approx(.30) and l1['delta_mean'] == pytest.approx(-.10)
     assert l1['map_std'] is None and l1['per_class_mean'] == {'a': .30, 'b': .15}
+    assert lrm['delta_by_seed'] == [[0, pytest.approx(.06)], [1, pytest.approx(.02)]]
+    assert l1['delta_by_seed'] == [[1, pytest.approx(-.10)]] and base['delta_by_seed'] == []
+    assert _table_rows(report.seed_delta_table([base, lrm, l1])) == {
+        'lrm': {'Variant': 'lrm', 'seed 0': '+6.00', 'seed 1': '+2.00'},
+        'l1': {'Variant': 'l1', 'seed 0': '-', 'seed 1': '-10.00'}}
     rows = _table_rows(report.markdown_table([base, lrm, l1], 'MobileNet'))
     assert rows['l1']['mAP'] == '30.00 (1 of 2 diverged)' and rows['lrm']['Δ vs Loss2'] == '+4.00 ± 2.83'
     assert rows['lrm']['Backbone'] == 'MobileNet' and rows['l1']['Loss'] == 'Loss1'

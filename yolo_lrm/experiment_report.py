@@ -44,17 +44,20 @@ def ci95(values: Sequence[float]) -> float | None:
 def split_stats(runs: Sequence[dict[str, Any]], scores: Sequence[dict[str, Any] | None],
                 base_by_seed: dict[int, float | None] | None) -> dict[str, Any]:
     """Over seeds, for one split: mAP mean and std, per-class means and stds, and (with `base_by_seed`, the
-    baseline's mAP per seed) the paired improvement: mean, std, 95 % interval half-width, wins and losses.  `scores`
+    baseline's mAP per seed) the paired improvement: per seed ([seed, Δ] pairs), mean, std, 95 % interval
+    half-width, wins and losses.  `scores`
     holds each run's `{'map', 'per_class'}` on the split (None: diverged, or not scored there)."""
     maps = [s['map'] if s else None for s in scores]
     m, sd = _mean_std(maps)
     classes = list(next((s['per_class'] for s in scores if s), {}))
     per_class = {c: _mean_std([s['per_class'][c] if s else None for s in scores]) for c in classes}
-    deltas = [v - base_by_seed[r['seed']] for r, v in zip(runs, maps)
-              if base_by_seed is not None and v is not None and base_by_seed.get(r['seed']) is not None]
+    by_seed = [[r['seed'], v - base_by_seed[r['seed']]] for r, v in zip(runs, maps)
+               if base_by_seed is not None and v is not None and base_by_seed.get(r['seed']) is not None]
+    deltas = [d for _, d in by_seed]
     dm, ds = _mean_std(deltas) if base_by_seed is not None else (None, None)
     return {'map_mean': m, 'map_std': sd, 'delta_mean': dm, 'delta_std': ds, 'delta_ci95': ci95(deltas),
             'wins': sum(d > 0 for d in deltas), 'losses': sum(d < 0 for d in deltas), 'pairs': len(deltas),
+            'delta_by_seed': by_seed,
             'per_class_mean': {c: v[0] for c, v in per_class.items()},
             'per_class_std': {c: v[1] for c, v in per_class.items()}}
 
@@ -153,6 +156,18 @@ def markdown_table(rows: Sequence[dict[str, Any]], backbone: str, split: str = '
     return '\n'.join(lines)
 
 
+def seed_delta_table(rows: Sequence[dict[str, Any]], split: str = 'valid') -> str:
+    """The paired Δ vs Loss2 of every row and seed on `split`, in points ('' when no row has one)."""
+    stats = [(r['variant'], r if split == 'valid' else r.get('test')) for r in rows]
+    stats = [(name, dict(st['delta_by_seed'])) for name, st in stats if st and st.get('delta_by_seed')]
+    seeds = sorted({seed for _, by in stats for seed in by})
+    if not stats:
+        return ''
+    lines = ['| Variant | ' + ' | '.join(f'seed {s}' for s in seeds) + ' |', '|---|' + '---:|' * len(seeds)]
+    lines += ['| ' + ' | '.join([name, *(_pct(by.get(s), sign=True) for s in seeds)]) + ' |' for name, by in stats]
+    return '\n'.join(lines)
+
+
 def write_csvs(out: Path, grid: str, records: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]]) -> None:
     """`G-runs.csv` (one line per run) and `G-summary.csv` (one per variant), AP in percent."""
     keys = ('loss', 'focal', 'lrm', 'hard_examples', 'nms', 'method')  # method: absent from runs stored before it
@@ -167,7 +182,8 @@ def write_csvs(out: Path, grid: str, records: Sequence[dict[str, Any]], rows: Se
         w = csv.writer(f)
         stat = ('map_mean', 'map_std', 'delta_mean', 'delta_std', 'delta_ci95')
         w.writerow(['variant', *keys, 'seeds', 'diverged', 'train_s_mean', 'mAP_mean', 'mAP_std', 'delta_mean',
-                    'delta_std', 'delta_ci95', 'wins', 'losses', *(f'{c}_{m}' for c in classes for m in ('mean', 'std')),
+                    'delta_std', 'delta_ci95', 'wins', 'losses',
+                    *(f'{c}_{m}' for c in classes for m in ('mean', 'std')),
                     *(f'test_{k}' for k in stat), 'test_wins', 'test_losses', *(f'test_{c}_mean' for c in classes)])
         for r in rows:
             t = r.get('test') or {}
@@ -216,6 +232,35 @@ def plot_map_vs_k(rows: Sequence[dict[str, Any]], path: Path, title: str) -> str
     return None
 
 
+def plot_deltas(rows: Sequence[dict[str, Any]], path: Path, title: str) -> str | None:
+    """Δ vs Loss2 per row: each seed's paired Δ as a dot, the mean with its 95 % interval as a bar; one panel per split
+    (valid=, and the test split when scored).  Returns a note when nothing was drawn."""
+    rows = [r for r in rows if r.get('delta_by_seed')]
+    if not rows:
+        return None
+    plt = pyplot()
+    if plt is None:
+        return f'{path.name} not drawn: {MISSING}'
+    splits = [('valid=', rows)] + ([('test', [r['test'] for r in rows])] if all(r.get('test') for r in rows) else [])
+    fig, axes = plt.subplots(1, len(splits), figsize=(4.5 * len(splits), 0.4 * len(rows) + 1.2), sharey=True,
+                             squeeze=False)
+    ys = range(len(rows))[::-1]
+    for ax, (name, stats) in zip(axes[0], splits):
+        for y, st in zip(ys, stats):
+            if not st.get('delta_by_seed'):
+                continue
+            ax.plot([100 * d for _, d in st['delta_by_seed']], [y] * len(st['delta_by_seed']), 'o', color='gray',
+                    alpha=0.5, markersize=4)
+            ci = st['delta_ci95']
+            ax.errorbar(100 * st['delta_mean'], y, xerr=None if ci is None else 100 * ci, fmt='D', color='C0',
+                        capsize=3)
+        ax.axvline(0, color='black', linewidth=0.8)
+        ax.set(xlabel='Δ mAP vs Loss2 (points)\n◆ mean, bar: its 95 % interval, ●: one seed', title=f'{title}: {name}')
+    axes[0][0].set_yticks(list(ys), [r['variant'] for r in rows])
+    save_figure(fig, path, dpi=110)
+    return None
+
+
 def write_reports(out: Path, grid: str, variants: Sequence[Variant], records: Sequence[dict[str, Any]],
                   context: dict[str, Any]) -> list[str]:
     """Table, JSON, CSVs and the plot of a grid from the finished runs; returns notes for the user."""
@@ -227,6 +272,8 @@ def write_reports(out: Path, grid: str, variants: Sequence[Variant], records: Se
     write_csvs(out, grid, records, rows)
     notes = [] if complete else [f'{grid}: {len(records)} of {len(variants) * len(context["seeds"])} runs finished']
     note = plot_map_vs_k(rows, out / f'{grid}-map-vs-k.png', f'{Path(context["data"]).stem}: mAP vs hard examples')
+    notes += [note] if note else []
+    note = plot_deltas(rows, out / f'{grid}-deltas.png', Path(context['data']).stem)
     notes += [note] if note else []
     (out / f'{grid}.md').write_text(markdown_report(grid, rows, records, context, complete))
     return notes
@@ -258,11 +305,17 @@ def markdown_report(grid: str, rows: Sequence[dict[str, Any]], records: Sequence
     parts.append('- 95 % CI of Δ: t interval of the mean paired Δ over seeds; W / L: seeds where the row beat / lost '
                  'to the baseline')
     parts += ['', '## On `valid=` (where a setting is chosen)', '',
-              markdown_table(rows, backbone_name(ctx['cfg']), 'valid', predictions)]
+              markdown_table(rows, backbone_name(ctx['cfg']), 'valid', predictions), *_by_seed(rows, 'valid')]
     if any(r.get('test') for r in rows):
         parts += ['', f'## On the test split (`{Path(ctx["test_data"]).name}`: reported, never used to choose)', '',
-                  markdown_table(rows, backbone_name(ctx['cfg']), 'test', predictions), '', *best_rows(rows, records)]
+                  markdown_table(rows, backbone_name(ctx['cfg']), 'test', predictions), *_by_seed(rows, 'test'), '',
+                  *best_rows(rows, records)]
     return '\n'.join(parts + [''])
+
+
+def _by_seed(rows: Sequence[dict[str, Any]], split: str) -> list[str]:
+    table = seed_delta_table(rows, split)
+    return ['', 'Paired Δ vs Loss2 by seed (points):', '', table] if table else []
 
 
 def best_rows(rows: Sequence[dict[str, Any]], records: Sequence[dict[str, Any]]) -> list[str]:

@@ -38,8 +38,9 @@ reused.  Grid runs write no Darknet backups outside their run folder (TrainArgs.
 Outputs in OUT, per grid G: `G.md` (the table: mean +- sample std over seeds, the improvement over the Loss2
 baseline as in Table IV, paired by seed, with its 95 % t interval and wins / losses; K also as a share of the
 predictions; a second table on `--test-data`; a Method column names the options beyond the paper when a row has one),
-`G.json` (every run and every aggregate), `G-runs.csv`, `G-summary.csv` and `G-map-vs-k.png` (Figs. 5/6: mAP
-against K, one line per NMS threshold, the baseline as a horizontal line; needs matplotlib).  AP values are
+`G.json` (every run and every aggregate), `G-runs.csv`, `G-summary.csv`, `G-map-vs-k.png` (Figs. 5/6: mAP
+against K, one line per NMS threshold, the baseline as a horizontal line) and `G-deltas.png` (each row's paired Δ
+per seed and its mean with the 95 % interval); the figures need matplotlib.  AP values are
 fractions in the JSON and percentages in the tables and CSV files.
 """
 # the command line and the grid loop; the rows of the grids: experiment_grids.py, one run and its record:
