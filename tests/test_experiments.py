@@ -430,6 +430,7 @@ def test_test_split_aggregates_apart_and_names_the_best_rows():
     assert report.best_rows(rows, records) == [
         '- best LRM row on valid=: **k64** (valid 49.00, test 40.00); best LRM row on test: **k256** (valid 46.50, '
         'test 45.00) (means over seeds 0 1, the ones every LRM row has)']
+    assert report.best_rows(rows[:2], records) == []  # one LRM row (the loss grid's): no choice to report
 
 
 def test_mining_table_has_method_and_improvement_columns():

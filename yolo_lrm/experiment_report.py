@@ -326,7 +326,7 @@ def best_rows(rows: Sequence[dict[str, Any]], records: Sequence[dict[str, Any]])
     seeds, valid = common_seed_means(records, names)
     test = common_seed_means(records, names, 'test')[1]
     both = [n for n in names if n in valid and n in test]
-    if not both:
+    if len(both) < 2:  # the loss grid's one LRM row: nothing to choose between
         return []
     on_valid, on_test = max(both, key=valid.get), max(both, key=test.get)
     uneven = len({s for r in rows for s in r['seeds']}) > len(seeds)
