@@ -188,27 +188,26 @@ def common_seed_means(records: Sequence[dict[str, Any]], names: Sequence[str], s
 
 
 def best_lrm_setting(out: Path) -> tuple[tuple[int, float | None], str]:
-    """(K, NMS) of the best LRM row of the lrm grid in `out`, on valid= over the seeds every row of it has finished
-    (so a row given extra seeds later does not change the choice by luck), else the paper's; and a note saying which."""
+    """(K, NMS) of the best LRM row of the lrm grid in `out` once every row has a finished run, ranked on valid= over
+    the seeds every LRM row has finished (so a row given extra seeds later does not change the choice by luck), else
+    the paper's; and a note saying which."""
     path = out / 'lrm.json'
     if path.is_file():
         summary = json.loads(path.read_text())
         lrm = {r['variant']: r['settings'] for r in summary['aggregate']
                if r['settings']['lrm'] and is_plain(r['settings'])}
-        names = [v['name'] for v in summary['variants']]
-        seeds, means = common_seed_means(summary['runs'], names)
-        means = {n: m for n, m in means.items() if n in lrm}
-        if seeds and means:
+        seeds, means = common_seed_means(summary['runs'], list(lrm))
+        if len(summary['aggregate']) == len(summary['variants']) and seeds and means:
             s = lrm[max(means, key=means.get)]
             where = (f"on valid= of {summary['data']}; {summary['test_data']} is only reported"
                      if summary.get('test_data') else 'on the split the tables report, as the paper does: biased up')
             return (s['hard_examples'], s['nms']), (f"K={s['hard_examples']}, NMS {nms_text(s['nms'])}: the best "
                                                      f"LRM row of the lrm grid in {path.name} over seeds "
-                                                     f"{' '.join(map(str, seeds))}, the ones every row has finished "
-                                                     f"(chosen {where})")
+                                                     f"{' '.join(map(str, seeds))}, the ones every LRM row has "
+                                                     f"finished (chosen {where})")
     k, t = PAPER_BEST
-    return PAPER_BEST, (f'K={k}, NMS {t}: the paper\'s best on VOC (Table III); no lrm grid in this --out has a '
-                        f'seed that every row has finished')
+    return PAPER_BEST, (f'K={k}, NMS {t}: the paper\'s best on VOC (Table III); no lrm grid in this --out with a '
+                        f'finished run in every row and a seed that every LRM row has finished')
 
 
 def grid_variants(grid: str, extra: Sequence[Variant], out: Path, images: int | None = None

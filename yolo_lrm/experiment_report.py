@@ -45,8 +45,8 @@ def split_stats(runs: Sequence[dict[str, Any]], scores: Sequence[dict[str, Any] 
                 base_by_seed: dict[int, float | None] | None) -> dict[str, Any]:
     """Over seeds, for one split: mAP mean and std, per-class means and stds, and (with `base_by_seed`, the
     baseline's mAP per seed) the paired improvement: per seed ([seed, Δ] pairs), mean, std, 95 % interval
-    half-width, wins and losses.  `scores`
-    holds each run's `{'map', 'per_class'}` on the split (None: diverged, or not scored there)."""
+    half-width, wins and losses.  `scores` holds each run's `{'map', 'per_class'}` on the split (None: diverged, or
+    not scored there)."""
     maps = [s['map'] if s else None for s in scores]
     m, sd = _mean_std(maps)
     classes = list(next((s['per_class'] for s in scores if s), {}))
@@ -160,9 +160,9 @@ def seed_delta_table(rows: Sequence[dict[str, Any]], split: str = 'valid') -> st
     """The paired Δ vs Loss2 of every row and seed on `split`, in points ('' when no row has one)."""
     stats = [(r['variant'], r if split == 'valid' else r.get('test')) for r in rows]
     stats = [(name, dict(st['delta_by_seed'])) for name, st in stats if st and st.get('delta_by_seed')]
-    seeds = sorted({seed for _, by in stats for seed in by})
     if not stats:
         return ''
+    seeds = sorted({seed for _, by in stats for seed in by})
     lines = ['| Variant | ' + ' | '.join(f'seed {s}' for s in seeds) + ' |', '|---|' + '---:|' * len(seeds)]
     lines += ['| ' + ' | '.join([name, *(_pct(by.get(s), sign=True) for s in seeds)]) + ' |' for name, by in stats]
     return '\n'.join(lines)

@@ -7,7 +7,7 @@
 Grids (each variant is a list of cfg overrides on top of the budget's and `--set`):
   lrm     Tables II/III: the baseline (Loss2, no LRM) and hard examples K in {64, 128, 256} x NMS in {none, .5, .7}.
   loss    Table IV: Loss2, Loss1, Loss1 + focal loss, Loss2 + LRM with the best K/NMS of the lrm grid in the same
-          `--out`, on the seeds every row of it has finished (else the paper's VOC best, K=256 / NMS .7; the table
+          `--out`, on the seeds every LRM row of it has finished (else the paper's VOC best, K=256 / NMS .7; the table
           says which).
   mining  the mining options beyond the paper (keys in mining.py and loss.py), each added to that same LRM row
           (`lrm-kK-nmsT`), except the IoU-balanced losses, added to the baseline:
