@@ -138,11 +138,13 @@ def test_yaml_to_text_reads_back(tmp_path):
     (b'val: t\nnc: 1\n', 'no train: entry'),
     (b'train: nowhere/images\nnc: 1\n', r'data\.yaml:1: train: nowhere/images not found'),
     (b'train: empty\nnc: 1\n', r'data\.yaml:1: train: .*empty holds no images'),
+    (b'nc: 1\ntrain: [t, none.txt]\n', r'data\.yaml:2: train: .*none\.txt holds no images'),
 ])
 def test_yaml_errors_name_the_file_and_line(tmp_path, text, message):
     (tmp_path / 't').mkdir()
     _image(tmp_path / 't' / 'x.jpg')
     (tmp_path / 'empty').mkdir()
+    (tmp_path / 'none.txt').write_text('\n')
     with pytest.raises(CfgError, match=message):
         parse_data(_write(tmp_path / 'data.yaml', text))
 

@@ -142,13 +142,13 @@ def _split(value: Any, key: str, root: str, home: str, where: _Where, warnings: 
         sources.append(found)
         if os.path.isdir(found):
             listed = folder_images(found)
-            if not listed:
-                raise CfgError(f'{where(key)}: {key}: {found} holds no images')
         else:
             try:
                 listed = [resolve_entry(os.path.dirname(found), e) for e in read_list(found)]
             except DatasetError as exc:
                 raise CfgError(f'{where(key)}: {key}: {exc}') from None
+        if not listed:
+            raise CfgError(f'{where(key)}: {key}: {found} holds no images')
         images += listed
     return ImageList(tuple(sources), tuple(images), root, 'ultralytics', None)
 

@@ -108,9 +108,10 @@ def resolve_list(list_path: str | os.PathLike) -> list[str]:
 
 
 def folder_images(folder: str | os.PathLike) -> list[str]:
-    """The image files under a folder, sub-folders included, sorted by path (hidden files and folders skipped)."""
+    """The image files under a folder, sub-folders included (not through links: a link cycle would never end),
+    sorted by path; hidden files and folders skipped."""
     found = []
-    for top, dirs, files in os.walk(folder, followlinks=True):
+    for top, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith('.'))
         found += [os.path.join(top, f) for f in files
                   if not f.startswith('.') and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS]
