@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from yolo_lrm.box import pairwise_iou_cxcywh  # noqa: E402
-from yolo_lrm.cfg import parse_data  # noqa: E402
+from yolo_lrm.data.datafile import parse_data  # noqa: E402
 from yolo_lrm.checkpoint import load_model  # noqa: E402
 from yolo_lrm.data.dataset import ListDataset, collate  # noqa: E402
 from yolo_lrm.head import decode  # noqa: E402

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from yolo_lrm.cfg import CfgError, apply_overrides, parse_cfg, parse_cfg_text, parse_data
+from yolo_lrm.cfg import CfgError, apply_overrides, parse_cfg, parse_cfg_text
+from yolo_lrm.data.datafile import parse_data
 from yolo_lrm.model import Darknet
 
 # A valid 2-class detector: conv (0), maxpool (1), conv (2), route (3), conv 1x1 (4), region (5).

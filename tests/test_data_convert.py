@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from yolo_lrm.cfg import parse_data
+from yolo_lrm.data.datafile import parse_data
 from yolo_lrm.data import ConvertError, convert_kitti, convert_voc, scan_dataset
 from yolo_lrm.data.convert import main as convert_main
 from yolo_lrm.data.voc import VOC_CLASSES

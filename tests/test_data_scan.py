@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from yolo_lrm.data import DatasetError, ListDataset, collate, resolve_list, scan_dataset
-from yolo_lrm.data.scan import read_list
+from yolo_lrm.data.imagelist import read_list
 
 
 def _image(path, w=40, h=30, value=100):

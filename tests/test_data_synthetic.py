@@ -5,7 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from yolo_lrm.cfg import CfgError, parse_data
+from yolo_lrm.cfg import CfgError
+from yolo_lrm.data.datafile import parse_data
 from yolo_lrm.data import ListDataset, prepare_data, scan_dataset
 from yolo_lrm.data import synthetic
 from yolo_lrm.data.synthetic import CLASSES, DemoSpec, generate, render_image

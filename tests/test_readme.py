@@ -33,7 +33,7 @@ import numpy as np
 import pytest
 import torch
 
-from yolo_lrm.cfg import parse_data
+from yolo_lrm.data.datafile import parse_data
 from yolo_lrm.data.synthetic import DemoSpec, generate
 from yolo_lrm.data.voc import VOC_CLASSES, convert_voc
 from yolo_lrm.model import Darknet
@@ -329,6 +329,52 @@ def _bccd_data(work: Work) -> None:
         shutil.copy(ROOT / 'data' / name, work.path / 'data' / name)
 
 
+AQUARIUM_NAMES = ('fish', 'jellyfish', 'penguin', 'puffin', 'shark', 'starfish', 'stingray')
+
+
+def _yolo_lines(boxes: list[tuple[int, int, int, int]], w: int, h: int, first_class: int) -> str:
+    """Label lines (`class cx cy w h`, normalised) of 0-based inclusive pixel boxes, classes counting up."""
+    return ''.join(f'{(first_class + i) % 7} {(x0 + x1 + 1) / 2 / w:.6f} {(y0 + y1 + 1) / 2 / h:.6f} '
+                   f'{(x1 - x0 + 1) / w:.6f} {(y1 - y0 + 1) / h:.6f}\n' for i, (x0, y0, x1, y1) in enumerate(boxes))
+
+
+def _aquarium(work: Work) -> None:
+    """../shared/datasets/aquarium: a Roboflow YOLO export as downloaded (data.yaml with `../train/images` entries and
+    no test: key; {train,valid,test}/{images,labels}; 7 classes)."""
+    root = work.path.parent / 'shared' / 'datasets' / 'aquarium'
+    for split, count in (('train', 4), ('valid', 2), ('test', 2)):
+        (root / split / 'images').mkdir(parents=True)
+        (root / split / 'labels').mkdir()
+        for i in range(count):
+            boxes = [(8 + 6 * i, 10, 40 + 6 * i, 50), (50, 20 + 3 * i, 90, 60)]
+            cv2.imwrite(str(root / split / 'images' / f'{split}{i}_jpg.rf.{i}.jpg'),
+                        _draw(_noise_image(96, 72, 10 * i + len(split)), boxes))
+            (root / split / 'labels' / f'{split}{i}_jpg.rf.{i}.txt').write_text(_yolo_lines(boxes, 96, 72, i))
+    (root / 'data.yaml').write_text(f'train: ../train/images\nval: ../valid/images\n\nnc: 7\n'
+                                    f'names: {list(AQUARIUM_NAMES)}\n')
+
+
+def _coco(work: Work) -> None:
+    """coco/: instances_{train,val}2017.json (COCO's 80 category ids are sparse: 1, 3, 18 here) and the images in
+    coco/train2017 and coco/val2017."""
+    categories = [{'id': 1, 'name': 'person', 'supercategory': 'person'}, {'id': 3, 'name': 'car',
+                  'supercategory': 'vehicle'}, {'id': 18, 'name': 'dog', 'supercategory': 'animal'}]
+    for split, count in (('train2017', 3), ('val2017', 2)):
+        (work.path / 'coco' / split).mkdir(parents=True)
+        images, annotations = [], []
+        for i in range(count):
+            boxes = [(6 + 5 * i, 8, 44, 60), (50, 12, 88 - 4 * i, 50)]
+            name = f'{100 * (i + 1):012d}.jpg'
+            cv2.imwrite(str(work.path / 'coco' / split / name), _draw(_noise_image(96, 72, i), boxes))
+            images.append({'id': i + 1, 'file_name': name, 'width': 96, 'height': 72})
+            annotations += [{'id': 10 * i + k, 'image_id': i + 1, 'category_id': categories[(i + k) % 3]['id'],
+                             'iscrowd': 0, 'bbox': [x0, y0, x1 - x0 + 1, y1 - y0 + 1]}
+                            for k, (x0, y0, x1, y1) in enumerate(boxes)]
+        (work.path / 'coco' / 'annotations').mkdir(exist_ok=True)
+        (work.path / 'coco' / 'annotations' / f'instances_{split}.json').write_text(
+            json.dumps({'images': images, 'annotations': annotations, 'categories': categories}))
+
+
 def _timm_checkpoint(work: Work) -> None:
     """A random state_dict with the keys and shapes of timm's mobilenetv1_100 (what the download would give)."""
     from test_backbones import timm_state_dict
@@ -370,6 +416,8 @@ INPUTS: dict[str, Callable[[Work], None]] = {
     '../shared/datasets/BCCD': _bccd,
     'data/bccd.data': _bccd_data,
     'data/bccd-test.data': _bccd_data,
+    '../shared/datasets/aquarium': _aquarium,
+    'coco': _coco,
     TINY_BUDGET: _tiny_budget,
     TIMM_STAND_IN: _timm_checkpoint,
     'weights/mobilenet_v1.conv.27': _mobilenet_backbone,
@@ -712,6 +760,8 @@ RULES: list[Rule] = [
          append=('--img-size', '64', '--device', 'cpu')),
     Rule(('python', '-m', 'yolo_lrm.export'), 'the 64 px fixture model', check_exported),
     Rule(('python', '-m', 'yolo_lrm.data.convert'), 'a few images', check_converted, append=('--workers', '1')),
+    Rule(('python', '-m', 'yolo_lrm.data.convert', 'yolo'), 'a few images (it reads headers in one process)',
+         check_converted),
     Rule(('python', '-m', 'yolo_lrm.anchors'), '123 boxes', check_anchors),
     Rule(('python', '-m', 'yolo_lrm.model'), 'as written', check_layer_table),
     Rule(('python', '-m', 'yolo_lrm.weights', 'partial'), 'random weights', check_partial,

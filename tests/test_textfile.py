@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from yolo_lrm.anchors import LabelError, read_darknet_labels
-from yolo_lrm.cfg import CfgError, parse_cfg, parse_data
+from yolo_lrm.cfg import CfgError, parse_cfg
+from yolo_lrm.data.datafile import parse_data
 from yolo_lrm.data.kitti import parse_kitti_label
 from yolo_lrm.data.scan import scan_dataset
 from yolo_lrm.experiment_grids import ExperimentError, load_budget

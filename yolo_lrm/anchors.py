@@ -6,7 +6,7 @@ the unit of a `[region]` `anchors=` line.
 
 Readers (on top of `yolo_lrm.data`'s parsers): Darknet label files (a folder of `.txt`, or a list of image or label
 paths) and KITTI `label_2` folders.  Relative entries of a list are taken from the list file's folder, as the training
-dataset does (`yolo_lrm.data.scan.entry_label_path`), whatever the working directory.
+dataset does (`yolo_lrm.data.imagelist.entry_label_path`), whatever the working directory.
 KITTI labels are in pixels and carry no image size: we assume 1242x375, the size of most KITTI frames (a few
 sequences are 1224x370, 1238x374 or 1241x376, an error below 1.5% in a box's normalised size).
 """
@@ -21,7 +21,7 @@ import numpy as np
 
 from .data.kitti import KITTI_CLASSES, kitti_class_map, parse_kitti_label
 from .data.labels import parse_label_text
-from .data.scan import DatasetError, entry_label_path, read_list
+from .data.imagelist import DatasetError, entry_label_path, read_list
 from .textfile import read_text
 
 KITTI_IMAGE_SIZE = (1242, 375)

@@ -1,4 +1,4 @@
-"""Darknet `.cfg` and `.data` parsing: Darknet's syntax, strict validation.
+"""Darknet `.cfg` parsing: Darknet's syntax, strict validation (`.data` files: `yolo_lrm/data/datafile.py`).
 
 Syntax follows Darknet (`[section]`, `key=value`, `#`/`;` comments, all whitespace stripped, comma lists, the first
 occurrence of a key wins).  Unlike Darknet, an unknown section or key, a malformed value or a missing required key is
@@ -10,14 +10,13 @@ from __future__ import annotations
 import difflib
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
-from .textfile import read_lines, read_text
+from .textfile import read_text
 
 
 class CfgError(ValueError):
-    """A problem in a `.cfg`/`.data` file, with its location in the message."""
+    """A problem in a `.cfg` or data file, with its location in the message."""
 
 
 def _int(v: str) -> int:
@@ -40,7 +39,8 @@ def _str(v: str) -> str:
     return v
 
 
-def _choice(*allowed: str) -> Callable[[str], str]:
+def one_of(*allowed: str) -> Callable[[str], str]:
+    """A value parser that accepts only the `allowed` words."""
     def parse(v: str) -> str:
         if v not in allowed:
             raise ValueError(f"expected one of {', '.join(allowed)}")
@@ -51,7 +51,7 @@ def _choice(*allowed: str) -> Callable[[str], str]:
 
 REQUIRED = object()  # marks a key without default
 # relu6 is ours (Darknet has none): MobileNet-v1's activation, for its ImageNet weights (yolo_lrm/backbones.py)
-_ACTIVATIONS = _choice('leaky', 'linear', 'relu', 'relu6', 'logistic')
+_ACTIVATIONS = one_of('leaky', 'linear', 'relu', 'relu6', 'logistic')
 
 # Keys every Darknet layer accepts (per-layer lr multiplier and loading switches).
 _COMMON = {
@@ -67,7 +67,7 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[str], Any], Any]]] = {
         'batch': (_int, 1), 'subdivisions': (_int, 1), 'width': (_int, 416), 'height': (_int, 416),
         'channels': (_int, 3), 'momentum': (_float, 0.9), 'decay': (_float, 0.0001),
         'learning_rate': (_float, 0.001), 'burn_in': (_int, 0), 'power': (_float, 4.0),
-        'max_batches': (_int, 0), 'policy': (_choice('constant', 'steps', 'step', 'exp', 'poly', 'sigmoid'), 'constant'),
+        'max_batches': (_int, 0), 'policy': (one_of('constant', 'steps', 'step', 'exp', 'poly', 'sigmoid'), 'constant'),
         'steps': (_ints, []), 'scales': (_floats, []), 'step': (_int, 1), 'scale': (_float, 1.0),
         'gamma': (_float, 1.0), 'angle': (_float, 0.0), 'saturation': (_float, 1.0), 'exposure': (_float, 1.0),
         'hue': (_float, 0.0), 'aspect': (_float, 1.0), 'time_steps': (_int, 1), 'notruth': (_int, 0),
@@ -94,7 +94,7 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[str], Any], Any]]] = {
         'mask_scale': (_float, 1.0), 'absolute': (_int, 0), 'background': (_int, 0), 'log': (_int, 0),
         'sqrt': (_int, 0), 'classfix': (_int, 0), 'tree': (_str, ''), 'map': (_str, ''),
         # ours: the paper's Loss1 and focal loss (Table IV)
-        'loss': (_choice('loss2', 'loss1'), 'loss2'), 'focal': (_int, 0), 'focal_gamma': (_float, 2.0),
+        'loss': (one_of('loss2', 'loss1'), 'loss2'), 'focal': (_int, 0), 'focal_gamma': (_float, 2.0),
         'focal_alpha': (_float, 0.25),
         # ours: IoU-balanced losses (../shared/papers/iou-balanced-loss.md eq. 1-4), off by default
         'iou_balanced_cls': (_int, 0), 'eta': (_float, 1.5), 'iou_balanced_loc': (_int, 0), 'lambda': (_float, 1.5),
@@ -104,10 +104,10 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[str], Any], Any]]] = {
         # ours: Loss Rank Mining (training only).  hard_examples=0 switches it off; nms>=1 means no NMS.
         'hard_examples': (_int, 0), 'nms': (_float, 1.0),
         # ours: the other mining options (yolo_lrm/mining.py); the defaults are plain LRM
-        'mode': (_choice('lrm', 'ohem'), 'lrm'), 'neg_pos_ratio': (_float, 3.0),
-        'select': (_choice('loss', 'stratified', 'strata'), 'loss'), 'select_beta': (_float, 2.0),
+        'mode': (one_of('lrm', 'ohem'), 'lrm'), 'neg_pos_ratio': (_float, 3.0),
+        'select': (one_of('loss', 'stratified', 'strata'), 'loss'), 'select_beta': (_float, 2.0),
         'beta_start': (_int, 0), 'beta_ramp': (_int, 0), 'strata_cls_share': (_float, 0.5),
-        'k_mode': (_choice('fixed', 'truths', 'loss_share'), 'fixed'), 'k_min': (_int, 0),
+        'k_mode': (one_of('fixed', 'truths', 'loss_share'), 'fixed'), 'k_min': (_int, 0),
         'k_per_truth': (_float, 1.0), 'loss_share': (_float, 0.9), 'soft': (_float, 0.0), 'soft_decay': (_float, 0.0),
     },
 }
@@ -153,6 +153,16 @@ class Cfg:
         if not regions:
             raise CfgError(f'{self.path}: no [region] section: not a YOLOv2 detector cfg')
         return regions[-1]
+
+    def classes_overrides(self, classes: int) -> list[str]:
+        """The `--set` overrides that make this detector predict `classes` classes: `region.classes=C` and, when a
+        convolution feeds [region], its `filters=num*(5+C)` addressed by layer index."""
+        region = self.region
+        index = next(i for i, sec in enumerate(self.layers) if sec is region)
+        overrides = [f'region.classes={classes}']
+        if index and self.layers[index - 1].type == 'convolutional':
+            overrides.append(f'{index - 1}.filters={region["num"] * (5 + classes)}')
+        return overrides
 
     def to_text(self) -> str:
         """The cfg as Darknet text (resolved values, keys in schema order); `parse_cfg_text` reads it back."""
@@ -302,85 +312,3 @@ def _override_section(cfg: Cfg, name: str, item: str) -> Section:
         where = 'no' if not matches else f'{len(matches)}'
         raise CfgError(f'override {item!r}: {where} [{name}] sections; address a layer by index, e.g. 14.filters=...')
     return matches[0]
-
-
-# ---------------------------------------------------------------------------------------------------------- .data
-DATA_KEYS: dict[str, tuple[Callable[[str], Any], Any]] = {
-    'classes': (_int, REQUIRED), 'train': (_str, ''), 'valid': (_str, ''), 'test': (_str, ''),
-    'names': (_str, ''), 'backup': (_str, 'backup'), 'results': (_str, 'results'),
-    'eval': (_choice('voc', 'kitti', 'coco'), 'voc'),
-    'annotations': (_str, ''),   # VOC XML folder for VOC-style scoring of `valid`
-    'kitti_labels': (_str, ''),  # KITTI label_2 folder for the official KITTI protocol
-    'map': (_str, ''),
-    'generate': (_str, ''),      # a built-in dataset to generate on first use (yolo_lrm.data.prepare_data)
-}
-_DATA_PATH_KEYS = ('train', 'valid', 'test', 'names', 'backup', 'results', 'annotations', 'kitti_labels', 'map')
-
-
-@dataclass
-class DataCfg:
-    """A parsed `.data` file; path values are absolute (relative ones resolve from the `.data` file's folder)."""
-    path: str
-    classes: int
-    options: dict[str, Any]
-
-    def __getitem__(self, key: str) -> Any:
-        return self.options[key]
-
-    def require(self, *keys: str) -> None:
-        """The files these keys name (those that are set) must exist.  Else one CfgError naming every missing file
-        and repeating the commands the `.data` file's comments give (a dataset's recipe is written there, e.g. the
-        conversion that makes its folder)."""
-        missing = [f'{key}={self[key]}' for key in keys if self[key] and not os.path.exists(self[key])]
-        if not missing:
-            return
-        comments = [ln.lstrip('#').strip() for ln in read_text(self.path, 'data file', CfgError).splitlines()
-                    if ln.startswith('#')]
-        recipe = [c for c in comments if c.startswith(('python ', 'python3 ', 'bash '))]
-        raise CfgError(f'{self.path}: {", ".join(missing)} not found' + (
-            '; the file says to make it with:\n' + '\n'.join(f'    {r}' for r in recipe) if recipe else
-            ' (make the dataset first, e.g. python -m yolo_lrm.data.convert voc|kitti ...)'))
-
-    def names(self) -> list[str]:
-        """Class names from `names=` (one per line), checked against `classes=`; `class<i>` if no file is given."""
-        if not self.options['names']:
-            return [f'class{i}' for i in range(self.classes)]
-        path = self.options['names']
-        names = read_lines(path, f'the names file of {self.path}', CfgError)
-        if len(names) != self.classes:
-            raise CfgError(f'{self.path}: classes={self.classes} but {path} lists {len(names)} names')
-        return names
-
-
-def parse_data(path: str | os.PathLike) -> DataCfg:
-    """Read a Darknet `.data` file (strict keys; relative paths are taken from the file's folder, not the cwd)."""
-    path = str(path)
-    text = read_text(path, 'data file', CfgError)
-    base = Path(path).resolve().parent
-    options: dict[str, Any] = {}
-    for lineno, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line[0] in '#;':
-            continue
-        key, sep, value = (part.strip() for part in line.partition('='))
-        if not sep:
-            raise CfgError(f'{path}:{lineno}: expected key=value, got {line!r}')
-        if key not in DATA_KEYS:
-            raise CfgError(f'{path}:{lineno}: unknown key {key!r}; accepted keys: {", ".join(DATA_KEYS)}')
-        if key in options:
-            continue
-        try:
-            options[key] = DATA_KEYS[key][0](value)
-        except ValueError as exc:
-            raise CfgError(f'{path}:{lineno}: key {key!r}: cannot parse {value!r} ({exc})') from None
-    for key, (parser, default) in DATA_KEYS.items():
-        if key not in options:
-            if default is REQUIRED:
-                raise CfgError(f'{path}: missing required key {key!r}')
-            options[key] = default
-    for key in _DATA_PATH_KEYS:
-        if options[key] and not os.path.isabs(options[key]):
-            options[key] = str(base / options[key])
-    if options['classes'] <= 0:
-        raise CfgError(f'{path}: classes must be positive, got {options["classes"]}')
-    return DataCfg(path, options['classes'], options)

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 
 from .allocator import keep_freed_memory
-from .cfg import CfgError, parse_data
+from .cfg import CfgError
 from .checkpoint import load_model
+from .data.datafile import parse_data
 from .distributed import pick_device
 from .draw import clip_boxes, draw_detections, palette
 from .head import detect

@@ -47,11 +47,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from .allocator import keep_freed_memory
-from .cfg import CfgError, DataCfg, parse_data
-from .data import LetterboxImages, collate_images, resolve_list
+from .cfg import CfgError
+from .data import LetterboxImages, collate_images
+from .data.datafile import DataCfg, parse_data
 from .data.dataset import Unreadable
 from .data.labels import parse_label_text
-from .data.scan import entry_label_path, read_list
+from .data.imagelist import ImageList, image_list
 from .head import detect
 from .kitti_eval import MIN_OVERLAP, KittiClass, evaluate_kitti_dirs
 from .letterbox import unletterbox
@@ -273,25 +274,24 @@ def predict_list(net, paths: Sequence[str], size: int | None = None, conf: float
 
 
 # --------------------------------------------------------------------------------------- validation of a .data
-def labels_ground_truth(list_path: str, sizes: Sequence[tuple[int, int]], names: Sequence[str],
+def labels_ground_truth(split: ImageList | str, sizes: Sequence[tuple[int, int]], names: Sequence[str],
                         keep: Sequence[int] | None = None) -> GroundTruth:
     """VOC ground truth from the Darknet label files of a list (only its entries `keep`, if given; `sizes` has one
     (w, h) per entry used), for scoring when there is no XML.
 
-    Darknet's path rule finds each label file (`yolo_lrm.data.labels.label_path`).  A row `c cx cy w h` becomes the
+    The list's rule finds each label file (`ImageList.label_paths`).  A row `c cx cy w h` becomes the
     1-based pixel box `x1 = (cx - w/2) * W + 1`, `x2 = (cx + w/2) * W + 1` (y likewise), rounded to integers: the
     exact inverse of `voc_label.py`, so labels made from VOC XML give back the XML's integers.  Label files have no
     `difficult` flag, and `voc_label.py` dropped the difficult objects, so detections of those count as FP here:
     scores are slightly below the XML-based ones."""
-    base = os.path.dirname(os.path.abspath(list_path))
-    entries = read_list(list_path)
+    listed = image_list(split)
+    entries, labels = list(listed.entries), listed.label_paths()
     if keep is not None:
-        entries = [entries[i] for i in keep]
+        entries, labels = [entries[i] for i in keep], [labels[i] for i in keep]
     if len(entries) != len(sizes):
-        raise ValueError(f'{list_path}: {len(entries)} images to score but {len(sizes)} image sizes')
+        raise ValueError(f'{listed.source}: {len(entries)} images to score but {len(sizes)} image sizes')
     image, cls, boxes = [], [], []
-    for i, (entry, (w, h)) in enumerate(zip(entries, sizes)):
-        path = entry_label_path(base, entry)
+    for i, (entry, path, (w, h)) in enumerate(zip(entries, labels, sizes)):
         text = read_text(path, f'the label file of {entry}')
         rows, lines, bad = parse_label_text(text)
         if bad:
@@ -342,7 +342,8 @@ def evaluate_model(net, data_cfg: str | os.PathLike | DataCfg, metric: str | Seq
     names = list(names or data.names())
     if len(names) != net.num_classes:
         raise CfgError(f'{data.path}: {len(names)} class names for a network with {net.num_classes} classes')
-    paths = resolve_list(data['valid'])
+    valid = data.images('valid')
+    paths = valid.paths()
     if not paths:
         raise ValueError(f'{data["valid"]}: the image list is empty')
     unique_ids(paths)  # before the long run: two images with one id would mix their result lines
@@ -351,25 +352,25 @@ def evaluate_model(net, data_cfg: str | os.PathLike | DataCfg, metric: str | Seq
         raise ValueError(f'{data["valid"]}: none of the {len(paths)} images could be read ({run.skipped[0]})')
     ious = [iou] if isinstance(iou, (int, float)) else list(iou)
     with tempfile.TemporaryDirectory(prefix='yolo_lrm_eval_') as tmp:
-        result = _score_run(run, data, names, metrics, ious, inclusive, out or tmp)
-    return replace(result, skipped=run.skipped, scored=_scored(run, data, names, result.scored))
+        result = _score_run(run, data, valid, names, metrics, ious, inclusive, out or tmp)
+    return replace(result, skipped=run.skipped, scored=_scored(run, valid, names, result.scored))
 
 
-def _scored(run: ListRun, data: DataCfg, names: list[str], voc: Scored | None) -> Scored | None:
+def _scored(run: ListRun, valid: ImageList, names: list[str], voc: Scored | None) -> Scored | None:
     """The VOC scoring's material with the run added; for the KITTI protocol, the list's label files as ground
     truth (None, and the pictures that need it skipped, if they cannot be read)."""
     if voc is not None:
         return replace(voc, run=run)
     try:
-        truth = labels_ground_truth(data['valid'], run.sizes, names, run.index)
+        truth = labels_ground_truth(valid, run.sizes, names, run.index)
     except ValueError as exc:
         log.warning('no confusion matrix: %s', exc)
         return None
     return Scored(run, truth, class_detections(run, len(names)))
 
 
-def _score_run(run: ListRun, data: DataCfg, names: list[str], metrics: list[str], ious: list[float],
-               inclusive: bool, folder: str) -> EvalResult:
+def _score_run(run: ListRun, data: DataCfg, valid: ImageList, names: list[str], metrics: list[str],
+               ious: list[float], inclusive: bool, folder: str) -> EvalResult:
     """Write the result files of the readable images and score them against the ground truth of those alone."""
     ids = unique_ids(run.paths)
     if metrics == ['kitti']:
@@ -377,6 +378,6 @@ def _score_run(run: ListRun, data: DataCfg, names: list[str], metrics: list[str]
         return score_kitti_dirs(data['kitti_labels'], os.path.join(folder, 'data'), ids)
     template = write_voc_results(folder, run.paths, run.dets, run.sizes, names)
     gt = load_voc_annotations(data['annotations'], ids, names) if data['annotations'] else \
-        labels_ground_truth(data['valid'], run.sizes, names, run.index)
+        labels_ground_truth(valid, run.sizes, names, run.index)
     voc_metrics = ['voc07', 'area'] if metrics == ['kitti-voc'] else metrics
     return score_voc(gt, read_all_detections(template, names, ids, gt), names, voc_metrics, ious, inclusive)

@@ -9,11 +9,12 @@ import os
 import sys
 from typing import Sequence
 
-from .cfg import CfgError, parse_data
+from .cfg import CfgError
 from .distributed import pick_device
 from .evaluate import (METRICS, EvalResult, check_metrics, evaluate_model, format_table, save_csv, save_json,
                        score_kitti_dirs, score_voc_files)
-from .data import resolve_list
+from .data.datafile import parse_data
+from .data.imagelist import ImageList
 from .reports import write_eval_figures
 from .textfile import read_names
 from .voc_eval import read_image_set
@@ -97,20 +98,19 @@ def _main_model(argv: list[str]) -> None:
     metrics = a.metric or ['kitti' if data['eval'] == 'kitti' else 'voc07']
     net, ckpt_names = load_model(a.weights, None if a.cfg == '-' else a.cfg, a.set, device)
     out = a.out or data['results']
-    result = evaluate_model(net, data, metrics, a.iou, names=None if data['names'] else ckpt_names, size=a.size,
+    result = evaluate_model(net, data, metrics, a.iou, names=None if data.named else ckpt_names, size=a.size,
                             batch_size=a.batch, out=out, workers=a.workers, inclusive=a.iou_ge)
-    _warn_skipped(result.skipped, data['valid'])
+    _warn_skipped(result.skipped, data.images('valid'))
     _report(result, a.json or os.path.join(out, 'eval.json'), a.csv or os.path.join(out, 'eval.csv'), a.plot or out,
             need_plots=a.plot is not None)
 
 
-def _warn_skipped(skipped: Sequence[str], list_path: str) -> None:
+def _warn_skipped(skipped: Sequence[str], valid: ImageList) -> None:
     for reason in skipped:
         print(f'warning: skipped unreadable image {reason}', file=sys.stderr)
     if skipped:
-        total = len(resolve_list(list_path))
-        print(f'warning: {len(skipped)} of {total} images in {list_path} could not be read; they and their ground '
-              f'truth are left out of the scores', file=sys.stderr)
+        print(f'warning: {len(skipped)} of {len(valid.entries)} images in {valid.source} could not be read; they and '
+              f'their ground truth are left out of the scores', file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from .cfg import Section, parse_cfg, parse_data
+from .cfg import Section, parse_cfg
+from .data.datafile import parse_data
 from .evaluate import METRICS
 from .loss import check_loss_settings
 from .trainargs import TrainArgs, cfg_overrides

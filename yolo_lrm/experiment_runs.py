@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from .cfg import parse_cfg, parse_data
+from .cfg import parse_cfg
+from .data.datafile import parse_data
 from .atomic import atomic_write
 from .distributed import pick_device
 from .experiment_grids import Budget, ExperimentError, Variant, settings_of

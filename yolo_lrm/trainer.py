@@ -31,13 +31,14 @@ from tqdm import tqdm
 
 from . import distributed as dist_utils
 from .allocator import keep_freed_memory
-from .cfg import CfgError, apply_overrides, parse_data
+from .cfg import CfgError, apply_overrides
 from .atomic import remove_stale_temporaries
 from .checkpoint import model_checkpoint, rng_state, save_checkpoint, set_rng_state
 from . import stats
 from .loss import RegionLoss
 from .model import Darknet
 from .optim import build_optimizer, loss_scale, set_learning_rate
+from .data.datafile import parse_data
 from .data.loader import closing_batches, train_loader
 from .evaluate import EvalResult
 from .plots import plot_results
@@ -88,10 +89,10 @@ class Trainer:
             raise CfgError(f'{self.data.path}: no train= list')
 
         def scan() -> None:
-            self.dataset = ListDataset(self.data['train'], self.data.classes, augment=self.args.augment,
+            self.dataset = ListDataset(self.data.images('train'), self.data.classes, augment=self.args.augment,
                                        hyp=hyp_from_cfg(self.cfg), max_truths=self.cfg.region['max'],
                                        cache_dir=self.args.cache_dir)
-            self.valid_report = scan_dataset(self.data['valid'], self.data.classes, self.args.cache_dir) \
+            self.valid_report = scan_dataset(self.data.images('valid'), self.data.classes, self.args.cache_dir) \
                 if self.data['valid'] else None
 
         # rank 0 first: it generates a built-in dataset and writes the scan caches that the others then read
@@ -220,8 +221,7 @@ class Trainer:
     def _write_run_files(self) -> None:
         cfg_name = Path(self.args.cfg or 'model.cfg').name
         (self.run_dir / cfg_name).write_text(self.cfg.to_text())
-        data_lines = [f'{k}={v}' for k, v in self.data.options.items() if v not in ('', None)]
-        (self.run_dir / Path(self.data.path).name).write_text('\n'.join(data_lines) + '\n')
+        (self.run_dir / Path(self.data.path).name).write_text(self.data.to_text())
         info = {'args': dataclasses.asdict(self.args), 'cfg_overrides': cfg_overrides(self.args),
                 'batch': self.batch, 'subdivisions': self.subdivisions, 'max_batches': self.max_batches,
                 'world_size': self.dist.world_size, 'device': str(self.device), 'torch': torch.__version__,

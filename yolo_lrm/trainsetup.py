@@ -10,8 +10,9 @@ from typing import Callable
 
 import torch
 
-from .cfg import Cfg, DataCfg, parse_cfg, parse_cfg_text
+from .cfg import Cfg, parse_cfg, parse_cfg_text
 from .checkpoint import load_checkpoint, load_weights
+from .data.datafile import DataCfg
 from .distributed import DistInfo
 from .model import Darknet
 from .runlog import check_parent_dir, previous_run
@@ -50,10 +51,11 @@ def resolve_run(args: TrainArgs) -> ResolvedRun:
 
 
 def backup_dir(args: TrainArgs, data: DataCfg) -> Path | None:
-    """Where Darknet's backups go: `--backup`, else the data file's `backup=` (default `backup`); None: nowhere."""
-    if args.backup == '':
+    """Where Darknet's backups go: `--backup`, else the data file's `backup=` (a `.data`'s default `backup`; a
+    data.yaml has none); None: nowhere."""
+    if args.backup == '' or (args.backup is None and not data['backup']):
         return None
-    return Path((data['backup'] or 'backup') if args.backup is None else args.backup)
+    return Path(data['backup'] if args.backup is None else args.backup)
 
 
 def check_inputs(args: TrainArgs, cfg: Cfg, data: DataCfg, dist: DistInfo) -> tuple[int, int]:
@@ -76,6 +78,10 @@ def check_inputs(args: TrainArgs, cfg: Cfg, data: DataCfg, dist: DistInfo) -> tu
                          'no CPU implementation')
     if args.amp not in ('off', 'bf16', 'fp16'):
         raise ValueError(f'--amp {args.amp}: expected off, bf16 or fp16')
+    region = cfg.region
+    if region['classes'] != data.classes:
+        raise region.error(f'{region["classes"]} classes, but {data.path} has {data.classes}; train with --set '
+                           f'{" ".join(cfg.classes_overrides(data.classes))}', 'classes')
     if args.resume is None:
         check_run_location(args)
     backup = backup_dir(args, data)

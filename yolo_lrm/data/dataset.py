@@ -13,7 +13,8 @@ from torch.utils.data import Dataset
 from ..letterbox import letterbox, letterbox_size
 from .hyp import AugmentHyp
 from .labels import ImageError, read_image
-from .scan import DatasetError, scan_dataset
+from .imagelist import DatasetError, ImageList, image_list
+from .scan import scan_dataset
 
 log = logging.getLogger('yolo_lrm.data')
 _MAX_SUBSTITUTES = 10
@@ -47,7 +48,8 @@ def _unpack(key: Any) -> tuple[int, int, int]:
 
 
 class ListDataset(Dataset):
-    """A Darknet list (one image path per line; relative paths from the list file's folder).
+    """The images of an `ImageList` (or of a Darknet list file: one image path per line, relative paths from the list
+    file's folder).
 
     `ds[(index, size)]` or `ds[Sample(index, size, seed)]` -> (image (3, size, size) float32 RGB in [0, 1],
     targets (n, 5) float32 class, cx, cy, w, h normalised to the network input, image path).  With `augment`, the
@@ -57,16 +59,17 @@ class ListDataset(Dataset):
     An image that fails to decode later is logged and replaced by the next one.
     """
 
-    def __init__(self, list_path: str | os.PathLike, num_classes: int, augment: bool,
+    def __init__(self, split: ImageList | str | os.PathLike, num_classes: int, augment: bool,
                  hyp: dict[str, Any] | None = None, max_truths: int = 30,
                  cache_dir: str | os.PathLike | None = None, log_file: str | os.PathLike | None = None):
-        self.list_path, self.num_classes, self.augment = str(list_path), num_classes, augment
+        listed = image_list(split)
+        self.list_path, self.num_classes, self.augment = listed.source, num_classes, augment
         self.hyp = AugmentHyp.from_dict(hyp)
         if max_truths <= 0:
             raise ValueError(f'max_truths must be positive, got {max_truths}')
         self.max_truths = max_truths
         self.log_file = str(log_file) if log_file else None
-        self.report = scan_dataset(self.list_path, num_classes, cache_dir)
+        self.report = scan_dataset(listed, num_classes, cache_dir)
         if self.log_file:  # without one the caller reports the issues (the trainer writes them into its run)
             self.report.write_log(self.log_file)
             if self.report.issues:

@@ -8,7 +8,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from ..cfg import CfgError, DataCfg, parse_data
+from ..cfg import CfgError
+from .datafile import DataCfg, parse_data
 from .loader import process_alive
 
 _LOCK_NAME = '.generate.lock'

@@ -1,17 +1,16 @@
-"""Dataset scan: reads a Darknet list once, checks every image and label file, and reports what it found.
+"""Dataset scan: reads an image list once, checks every image and label file, and reports what it found.
 
 Nothing bad crashes the scan and nothing disappears silently: every skipped image, skipped line, clipped, dropped or
 duplicate box is an `Issue` (kind, file, line, detail), counted in the report and written to the log file.  The one
-error is a class id outside `0..classes-1`: it means the `.data` file's `classes=` does not fit the labels, so
+error is a class id outside `0..classes-1`: it means the data file's class count does not fit the labels, so
 `ScanReport.raise_errors` stops with the first locations.
 
-Relative paths in the list are taken from the list file's folder (Darknet takes them from the working directory).
-Parsed labels and image sizes are cached in a `.npz` file keyed by each file's size and mtime, so a second start
-reads only what changed.
+The images come as an `ImageList` (a Darknet list file, or a data.yaml split; `imagelist.py` says where each label
+file is).  Parsed labels and image sizes are cached in a `.npz` file keyed by each file's size and mtime, so a second
+start reads only what changed.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -22,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_write
-from ..textfile import read_lines
-from .labels import ImageError, image_size, label_path, parse_label_text, raw_rule_hint
+from .imagelist import DatasetError, ImageList, image_list
+from .labels import ImageError, image_size, parse_label_text, raw_rule_hint
 
 log = logging.getLogger('yolo_lrm.data')
 
@@ -36,10 +35,6 @@ ISSUE_KINDS = {
 }
 CACHE_VERSION = 1
 _EDGE_TOL = 1e-6  # label edges within this of [0, 1] are clipped without an issue (float rounding)
-
-
-class DatasetError(ValueError):
-    """A dataset that cannot be trained on as configured (the message names files and lines)."""
 
 
 @dataclass
@@ -89,7 +84,7 @@ class ScanReport:
         if errors:
             where = '\n  '.join(f'{e.path}:{e.line}: {e.detail}' for e in errors[:5])
             raise DatasetError(f'{self.list_path}: {len(errors)} boxes have a class id outside 0..'
-                               f'{self.num_classes - 1}; is classes={self.num_classes} in the .data file right?'
+                               f'{self.num_classes - 1}; is classes={self.num_classes} of the data file right?'
                                f'\n  {where}' + ('\n  ...' if len(errors) > 5 else ''))
 
     def table(self, names: list[str] | None = None) -> str:
@@ -186,38 +181,7 @@ class _Cache:
             log.warning('%s: cannot write the label cache (%s); the next start scans again', self.path, exc)
 
 
-def default_cache_path(list_path: str, cache_dir: str | os.PathLike | None) -> str:
-    """Where the scan cache of a list lives: `<list>.cache.npz`, or in `cache_dir` under a name unique per list."""
-    list_path = os.path.abspath(list_path)
-    if cache_dir is None:
-        return list_path + '.cache.npz'
-    tag = hashlib.sha1(list_path.encode()).hexdigest()[:10]
-    return os.path.join(str(cache_dir), f'{Path(list_path).name}.{tag}.cache.npz')
-
-
 # ------------------------------------------------------------------------------------------------------- scan
-def read_list(list_path: str) -> list[str]:
-    """Non-blank lines of a Darknet list file, stripped (raises DatasetError naming the file)."""
-    return read_lines(list_path, 'the image list', DatasetError)
-
-
-def _resolve(base: str, path: str) -> str:
-    return path if os.path.isabs(path) else os.path.normpath(os.path.join(base, path))
-
-
-def entry_label_path(base: str, entry: str) -> str:
-    """The label file of a list entry: Darknet's rule (`label_path`) on the entry as written, then resolved from
-    `base`, the list file's folder.  Applied to the resolved path, the rule would also rewrite an 'images' or 'raw'
-    in the list's own folder path."""
-    return _resolve(base, label_path(entry))
-
-
-def resolve_list(list_path: str | os.PathLike) -> list[str]:
-    """The image paths of a list file, relative ones taken from the list file's folder (the rule of this package)."""
-    base = os.path.dirname(os.path.abspath(list_path))
-    return [_resolve(base, entry) for entry in read_list(str(list_path))]
-
-
 def _check_image(path: str, cache: _Cache, issues: list[Issue]) -> tuple[int, int] | None:
     try:
         st = os.stat(path)
@@ -268,27 +232,26 @@ def _read_label(path: str, hint: str, cache: _Cache, issues: list[Issue]):
     return parsed, False
 
 
-def scan_dataset(list_path: str | os.PathLike, num_classes: int, cache_dir: str | os.PathLike | None = None,
+def scan_dataset(split: ImageList | str | os.PathLike, num_classes: int, cache_dir: str | os.PathLike | None = None,
                  use_cache: bool = True) -> ScanReport:
-    """Scan a Darknet image list: check images (header) and labels, clip/drop/dedupe boxes, count everything."""
+    """Scan an image list (an ImageList, or a Darknet list file): check images (header) and labels, clip/drop/dedupe
+    boxes, count everything."""
     start = time.perf_counter()
-    list_path = str(list_path)
-    base = os.path.dirname(os.path.abspath(list_path))
-    cache = _Cache(default_cache_path(list_path, cache_dir) if use_cache else None)
+    listed = image_list(split)
+    cache = _Cache(listed.cache_file(cache_dir) if use_cache else None)
     issues: list[Issue] = []
-    entries = read_list(list_path)
+    entries = listed.entries
     seen: set[str] = set()
     images, sizes, label_files, parsed, empty, from_cache = [], [], [], [], 0, 0
-    for entry in entries:
-        image = _resolve(base, entry)
+    for entry, image, lpath in zip(entries, listed.paths(), listed.label_paths()):
         if image in seen:
             issues.append(Issue('image_duplicate', image, 0, 'listed more than once'))
         seen.add(image)
         size = _check_image(image, cache, issues)
         if size is None:
             continue
-        lpath = entry_label_path(base, entry)
-        result, cached = _read_label(lpath, raw_rule_hint(entry), cache, issues)
+        hint = raw_rule_hint(entry) if listed.rule == 'darknet' else ''
+        result, cached = _read_label(lpath, hint, cache, issues)
         if result is None:
             continue
         from_cache += cached
@@ -305,7 +268,7 @@ def scan_dataset(list_path: str | os.PathLike, num_classes: int, cache_dir: str 
     issues.extend(box_issues)
     per_class = np.bincount(boxes[:, 0].astype(np.int64), minlength=num_classes)[:num_classes] if len(boxes) \
         else np.zeros(num_classes, np.int64)
-    return ScanReport(list_path, num_classes, len(entries), images, np.array(sizes, np.int32).reshape(-1, 2),
+    return ScanReport(listed.source, num_classes, len(entries), images, np.array(sizes, np.int32).reshape(-1, 2),
                       boxes, offsets, empty, per_class, issues, from_cache, time.perf_counter() - start)
 
 
