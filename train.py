@@ -74,7 +74,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument('--seed', type=int, default=d.seed, help='data order, augmentation and initial weights')
     g.add_argument('--deterministic', action='store_true', help='deterministic kernels (slower on CUDA)')
     g.add_argument('--amp', nargs='?', const='bf16', default=d.amp, choices=('off', 'bf16', 'fp16'),
-                   help='mixed precision on CUDA (alone: bf16; fp16 uses a gradient scaler)')
+                   help='mixed precision (alone: bf16; fp16 uses a gradient scaler): CUDA, or bf16 on a CPU with '
+                        'native bfloat16 (AVX-512 BF16 / AMX; elsewhere float32, said in the log)')
     g.add_argument('--channels-last', action='store_true', help='NHWC memory format')
     g.add_argument('--compile', action='store_true', help='torch.compile the network')
     g.add_argument('--sync-bn', action='store_true', help='synchronised batch norm across DDP processes (CUDA)')

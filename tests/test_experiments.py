@@ -126,6 +126,34 @@ def test_grid_writes_table_json_csv_and_plot_from_real_runs(grid):
     assert (out / 'custom-deltas.png').stat().st_size > 1000
 
 
+def test_records_keep_the_grid_across_checkouts(grid, tmp_path, monkeypatch):
+    """--records: a finished run's record is copied there; a fresh OUT (a new checkout without runs/) with the same
+    --records trains nothing and tables the same runs; each record names the machine and keeps the curve."""
+    import shutil
+    tmp, out = grid
+    copy, records = tmp_path / 'old', tmp_path / 'records'
+    shutil.copytree(out, copy)
+    shutil.rmtree(copy / 'runs' / 'baseline-s1')        # this one runs again now, and lands in --records
+    argv, _ = _argv(tmp, '--seeds', '0', '1', '--records', str(records))
+    ex.main([*argv[:argv.index('--out') + 1], str(copy), *argv[argv.index('--out') + 2:]])
+    assert sorted(p.name for p in records.iterdir()) == ['baseline-s1.json']
+    for run in ('baseline-s0', 'lrm-k4-nms0.5-s0', 'lrm-k4-nms0.5-s1'):
+        shutil.copy(copy / 'runs' / run / runner.RESULT_FILE, records / f'{run}.json')
+    stored = json.loads((records / 'baseline-s1.json').read_text())
+    assert stored['machine'].startswith('CPU ') and 'torch ' in stored['machine']
+    assert [row['update'] for row in stored['curve']] == [3.0] and stored['curve'][0]['map50'] == pytest.approx(
+        stored['map'], abs=1e-6)
+    monkeypatch.setattr(runner, 'train', lambda args: pytest.fail(f'trained {args.name} again'))
+    fresh = tmp_path / 'fresh'
+    ex.main([*argv[:argv.index('--out') + 1], str(fresh), *argv[argv.index('--out') + 2:]])
+    assert not (fresh / 'runs').exists()
+    assert json.loads((fresh / 'custom.json').read_text())['runs'] == json.loads((copy / 'custom.json').read_text())[
+        'runs']
+    with pytest.raises(SystemExit, match='needs the run.s weights/last.pt'):
+        ex.main([*argv[:argv.index('--out') + 1], str(fresh), *argv[argv.index('--out') + 2:], '--test-data',
+                 str(tmp / 'tiny.data')])
+
+
 def test_second_invocation_skips_finished_runs(grid, monkeypatch):
     tmp, out = grid
     before = json.loads((out / 'custom.json').read_text())['runs']
@@ -216,7 +244,7 @@ def test_mining_grid_shares_runs_and_tables_the_methods(grid, monkeypatch):
 # too, and a diverged run's): stored runs in this format must load and be written back unchanged
 FINISHED_KEYS = ['variant', 'overrides', 'seed', 'run_dir', 'weights', 'settings', 'args', 'updates', 'seen', 'reason',
                  'train_s', 'eval_s', 'device', 'metric', 'map', 'per_class', 'trainer_final_map', 'eval', 'test',
-                 'wall_s']
+                 'wall_s', 'machine', 'curve']
 DIVERGED_KEYS = [*FINISHED_KEYS[:FINISHED_KEYS.index('eval')], 'error', 'wall_s']
 
 

@@ -4,6 +4,7 @@ import torch
 
 from yolo_lrm import lrm
 from yolo_lrm.box import pairwise_iou_cxcywh
+from yolo_lrm.cfg import CfgError
 from yolo_lrm.head import decode
 from yolo_lrm.lrm import select_hard_examples
 
@@ -197,3 +198,61 @@ def test_bench_lrm_walk_stats():
     s = walk_stats(two_images(fg), objectness, 2, 0.5)  # now the suppressor is a foreground
     assert s['skipped_by_fg'] == 0.5 and s['obj_fg'] == pytest.approx(.9) and s['kept_bg'] == 1.5
     assert walk_stats(two_images(), objectness, 2, None)['top_bg_skipped'] == 0
+
+
+# ------------------------------------------------------------------------------------------ the probe
+def per_prediction_energy(crit, raw, targets, seen):
+    """‖∂(own loss)/∂F‖² of each prediction, by one backward pass per prediction (B, N)."""
+    b, n = raw.shape[0], 3 * 4 * 5
+    out = torch.zeros(b, n)
+    for i in range(b):
+        for j in range(n):
+            f = raw.clone().requires_grad_()
+            crit(f, targets, seen).per_prediction.view(b, n)[i, j].backward()
+            out[i, j] = f.grad.square().sum()
+    return out
+
+
+@pytest.mark.parametrize('loss_kind', ['loss2', 'loss1'])
+def test_probe_measures_what_lrm_would_keep_and_leaves_the_loss_alone(loss_kind):
+    raw, truths = random_case(21)
+    targets = as_targets(truths)
+    seen = 0  # the anchor prior on: every prediction has a gradient
+    grads = []
+    for crit in (small_loss(f'region.loss={loss_kind}'),
+                 small_loss(f'region.loss={loss_kind}', 'lrm.probe=1', 'lrm.probe_k=7', 'lrm.probe_nms=0.5')):
+        f = raw.clone().requires_grad_()
+        res = crit(f, targets, seen)
+        res.total.backward()
+        grads.append((f.grad, res))
+    (g_plain, plain), (g_probe, probed) = grads
+    assert torch.equal(g_probe, g_plain) and torch.equal(probed.total, plain.total) and probed.mask is None
+    # the same statistics as LRM at K=7, NMS .5, which really keeps those predictions
+    _, (_, (_, mined)) = lrm_grads(loss_kind, 7, 0.5)
+    for key in ('lrm_fg', 'lrm_bg', 'lrm_passed', 'lrm_share', 'lrm_k'):
+        assert torch.allclose(probed.stats[key], mined.stats[key]), key
+    energy = per_prediction_energy(small_loss(f'region.loss={loss_kind}'), raw, targets, seen)
+    kept = mined.mask.view(2, -1)
+    assert probed.stats['lrm_grad_share'].item() == pytest.approx((energy * kept).sum().item() / energy.sum().item(),
+                                                                  rel=1e-5)
+    assert 0 < probed.stats['lrm_grad_share'].item() < 1
+
+
+def test_probe_with_lrm_on_measures_its_own_selection_and_soft_weights_square():
+    raw, truths = random_case(5)
+    targets = as_targets(truths)
+    energy = per_prediction_energy(small_loss(), raw, targets, 0)
+    res = small_loss('lrm.hard_examples=9', 'lrm.nms=0.7', 'lrm.probe=1', 'lrm.probe_k=2', 'lrm.soft=0.5')(
+        raw.clone().requires_grad_(), targets, 0)
+    w = res.weight.view(2, -1)
+    assert res.mask.view(2, -1).sum(1).tolist() == [9, 9]  # its own K, not probe_k
+    assert res.stats['lrm_grad_share'].item() == pytest.approx((energy * w.square()).sum().item() /
+                                                               energy.sum().item(), rel=1e-5)
+    assert 'lrm_grad_share' not in small_loss('lrm.hard_examples=9')(raw, targets, 0).stats
+
+
+def test_probe_settings_are_checked():
+    with pytest.raises(CfgError, match='probe_k'):
+        small_loss('lrm.probe=1', 'lrm.probe_k=0')
+    with pytest.raises(CfgError, match='probe must be 0 or 1'):
+        small_loss('lrm.probe=2')

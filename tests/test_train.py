@@ -353,3 +353,19 @@ def test_backup_option_moves_or_drops_darknet_backups(tmp_path, demo):
     assert sorted(p.name for p in (tmp_path / 'bk').iterdir()) == ['tiny.backup', 'tiny_final.weights']
     result = train(run_args(tmp_path, cfg, data, backup=''))
     assert not (tmp_path / 'backup').exists() and (result.run_dir / 'weights' / 'last.weights').is_file()
+
+
+def test_mixed_precision_on_the_cpu_only_where_it_has_bf16(monkeypatch):
+    """bf16 autocast on a CPU with native bfloat16; elsewhere float32 with the reason in the log; fp16 never."""
+    from yolo_lrm import trainsetup
+    said = []
+    cpu = torch.device('cpu')
+    monkeypatch.setattr(trainsetup, 'cpu_has_bf16', lambda: False)
+    dtype, scaler = trainsetup.mixed_precision(TrainArgs(amp='bf16'), cpu, said.append)
+    assert dtype is None and not scaler.is_enabled() and 'no native bfloat16' in said[-1]
+    monkeypatch.setattr(trainsetup, 'cpu_has_bf16', lambda: True)
+    dtype, scaler = trainsetup.mixed_precision(TrainArgs(amp='bf16'), cpu, said.append)
+    assert dtype is torch.bfloat16 and not scaler.is_enabled() and len(said) == 1
+    dtype, _ = trainsetup.mixed_precision(TrainArgs(amp='fp16'), cpu, said.append)
+    assert dtype is None and 'half precision needs CUDA' in said[-1]
+    assert trainsetup.mixed_precision(TrainArgs(), cpu, said.append)[0] is None and len(said) == 2

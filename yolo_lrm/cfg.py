@@ -109,6 +109,8 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[str], Any], Any]]] = {
         'beta_start': (_int, 0), 'beta_ramp': (_int, 0), 'strata_cls_share': (_float, 0.5),
         'k_mode': (one_of('fixed', 'truths', 'loss_share'), 'fixed'), 'k_min': (_int, 0),
         'k_per_truth': (_float, 1.0), 'loss_share': (_float, 0.9), 'soft': (_float, 0.0), 'soft_decay': (_float, 0.0),
+        # ours: measure what LRM keeps and drops without changing the loss (yolo_lrm/mining.py, `probe`)
+        'probe': (_int, 0), 'probe_k': (_int, 256), 'probe_nms': (_float, 0.7),
     },
 }
 ALIASES = {'network': 'net', 'conv': 'convolutional', 'max': 'maxpool', 'avg': 'avgpool'}

@@ -6,16 +6,11 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import os
-import platform
 import statistics
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
-
 from .cfg import parse_cfg
-from .distributed import pick_device
 from .experiment_grids import Variant, common_seed_means, is_plain, nms_text
 from .plots import MISSING, pyplot, save_figure
 
@@ -343,14 +338,3 @@ def predictions_per_image(cfg_path: str) -> int | None:
     except (OSError, ValueError):
         return None
     return cfg.region['num'] * (cfg.net['width'] // 32) * (cfg.net['height'] // 32)
-
-
-def hardware(device: str) -> str:
-    """One line on where the runs ran."""
-    where = pick_device(device)
-    if where.type == 'cpu':
-        what = f'CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores, ' \
-               f'{torch.get_num_threads()} torch threads'
-    else:
-        what = f'GPU {torch.cuda.get_device_name(where)}'
-    return f'{what}; torch {torch.__version__}, Python {platform.python_version()}'

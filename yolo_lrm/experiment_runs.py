@@ -6,17 +6,21 @@ import dataclasses
 import json
 import math
 import os
+import platform
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import torch
+
 from .cfg import parse_cfg
 from .data.datafile import parse_data
 from .atomic import atomic_write
 from .distributed import pick_device
 from .experiment_grids import Budget, ExperimentError, Variant, settings_of
+from .runlog import ResultsCsv
 from .trainargs import TrainArgs, cfg_overrides
 from .trainer import NonFiniteLoss, train
 
@@ -80,7 +84,8 @@ def check_same_run(spec: RunSpec, stored: dict[str, Any], where: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------------- its record
-_OPTIONAL = ('eval', 'error', 'test')  # left out of experiment.json when None (absent from some runs' records)
+_OPTIONAL = ('eval', 'error', 'test', 'machine', 'curve')  # left out of experiment.json when None (older records
+#                                                             lack machine and curve)
 
 
 @dataclass(frozen=True)
@@ -107,6 +112,9 @@ class RunRecord:
     error: str | None = None                # the trainer's message when diverged
     test: dict[str, Any] | None = None      # score_weights on --test-data's valid= list, when given
     wall_s: float | None = None             # training and scoring; set once the run is over
+    machine: str | None = None              # `hardware()` where the run ended: the same seed trains differently on
+    #                                         another CPU model (float rounding), so pairs by seed must say it
+    curve: list[dict[str, float | None]] | None = None  # the run's results.csv rows (None: empty cell)
 
     def to_json(self) -> dict[str, Any]:
         """The dict experiment.json holds: the fields in order, eval/error/test only when present."""
@@ -120,12 +128,57 @@ class RunRecord:
 
 def _write_record(record: RunRecord, path: Path) -> None:
     text = json.dumps(record.to_json(), indent=2) + '\n'
+    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda f: f.write(text.encode()))  # a torn result file would poison the resume
 
 
-def finished_record(spec: RunSpec) -> RunRecord | None:
-    """The stored result of the run, checked to be this run's; None while it has not finished."""
-    result_path = spec.run_dir / RESULT_FILE
+def _save_record(record: RunRecord, path: Path, records: Path | None) -> None:
+    """The run's experiment.json, and its copy in `records` when given."""
+    _write_record(record, path)
+    if records is not None:
+        _write_record(record, records / f'{record.run_dir}.json')
+
+
+def read_curve(results_csv: Path) -> list[dict[str, float | None]]:
+    """A run's results.csv as numbers, one dict per evaluation row (None for an empty cell)."""
+    return [{k: float(v) if v != '' else None for k, v in row.items()} for row in ResultsCsv(results_csv).rows()]
+
+
+def hardware(device: str) -> str:
+    """One line on where runs run: the CPU model (or GPU), cores, threads, torch and Python versions."""
+    where = pick_device(device)
+    if where.type == 'cpu':
+        what = f'CPU {cpu_model()} ({torch.backends.cpu.get_cpu_capability()}), {os.cpu_count()} cores, ' \
+               f'{torch.get_num_threads()} torch threads'
+    else:
+        what = f'GPU {torch.cuda.get_device_name(where)}'
+    return f'{what}; torch {torch.__version__}, Python {platform.python_version()}'
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what the platform module says."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def record_path(spec: RunSpec, records: Path | None) -> Path:
+    """Where the run's result lives: its folder's experiment.json, else (`--records`) `records/<run>.json`."""
+    local = spec.run_dir / RESULT_FILE
+    if records is None or local.is_file():
+        return local
+    return records / f'{spec.run_dir.name}.json'
+
+
+def finished_record(spec: RunSpec, records: Path | None = None) -> RunRecord | None:
+    """The stored result of the run (its folder's, else the copy in `records`), checked to be this run's; None
+    while it has not finished."""
+    result_path = record_path(spec, records)
     if not result_path.is_file():
         return None
     record = RunRecord.from_json(json.loads(result_path.read_text()))
@@ -133,14 +186,19 @@ def finished_record(spec: RunSpec) -> RunRecord | None:
     return record
 
 
-def run_one(spec: RunSpec, log=print) -> tuple[RunRecord, bool]:
-    """Train (or resume) and evaluate one run unless its result exists; returns (record, ran now)."""
+def run_one(spec: RunSpec, log=print, records: Path | None = None) -> tuple[RunRecord, bool]:
+    """Train (or resume) and evaluate one run unless its result exists (in its folder or in `records`, the
+    committed copies a later session starts from); returns (record, ran now).  A finished run is also written
+    to `records/<run>.json`."""
     run_dir, result_path = spec.run_dir, spec.run_dir / RESULT_FILE
-    record = finished_record(spec)
+    record = finished_record(spec, records)
     if record is not None:
         if spec.test_data and record.test is None and record.map is not None:  # --test-data added later
+            if not (run_dir / 'weights' / 'last.pt').is_file():
+                raise ExperimentError(f'{run_dir.name}: --test-data needs the run\'s weights/last.pt, which this '
+                                      f'machine lacks (the record came from {record_path(spec, records)})')
             record = dataclasses.replace(record, test=score_weights(spec, spec.test_data))
-            _write_record(record, result_path)
+            _save_record(record, result_path, records)
         return record, False
     last = run_dir / 'weights' / 'last.pt'
     if last.is_file():
@@ -161,8 +219,9 @@ def run_one(spec: RunSpec, log=print) -> tuple[RunRecord, bool]:
         if result.reason == 'interrupted':
             raise Interrupted(f'{run_dir.name} stopped at update {result.updates}; repeat the command to resume it')
         record = evaluate_run(spec, result.updates, result.seen, result.reason, result.last_map)
-    record = dataclasses.replace(record, wall_s=round(time.perf_counter() - start, 1))
-    _write_record(record, result_path)
+    record = dataclasses.replace(record, wall_s=round(time.perf_counter() - start, 1),
+                                 machine=hardware(spec.args.device), curve=read_curve(run_dir / 'results.csv'))
+    _save_record(record, result_path, records)
     log(f'== {run_dir.name}: {map_text(record)} ({record.wall_s / 60:.1f} min)')
     return record, True
 

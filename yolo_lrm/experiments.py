@@ -58,8 +58,8 @@ from typing import Any
 from .evaluate import METRICS
 from .experiment_grids import (BASELINE, BUDGETS, GRIDS, ExperimentError, default_metric, grid_variants, load_budget,
                                parse_variant, settings_of)
-from .experiment_report import hardware, write_reports
-from .experiment_runs import Interrupted, finished_record, make_spec, map_text, run_images, run_one
+from .experiment_report import write_reports
+from .experiment_runs import Interrupted, finished_record, hardware, make_spec, map_text, run_images, run_one
 
 
 def cli_options(opts: argparse.Namespace) -> dict[str, Any]:
@@ -102,11 +102,11 @@ def run_grid(opts: argparse.Namespace, log=print) -> dict[str, Any]:
     try:
         for spec in specs:
             if opts.report_only:
-                record = finished_record(spec)
+                record = finished_record(spec, opts.records)
                 if record is not None:
                     records.append(record.to_json())
                 continue
-            record, ran = run_one(spec, log)
+            record, ran = run_one(spec, log, opts.records)
             if not ran:
                 log(f'== {spec.run_dir.name}: finished before, skipped ({map_text(record)})')
             records.append(record.to_json())
@@ -142,6 +142,10 @@ def parser() -> argparse.ArgumentParser:
                     'and anchor prior start again), as train.py --clear')
     ap.add_argument('--device', default='', help='cpu, cuda, cuda:N (default: cuda when available)')
     ap.add_argument('--workers', type=int, help='data loading processes (default: the budget\'s, else 4)')
+    ap.add_argument('--records', type=Path, metavar='DIR',
+                    help='also keep every finished run\'s result as DIR/<run>.json, and count a run found there as '
+                         'finished: commit DIR, and a later session (a fresh checkout without OUT/runs) resumes the '
+                         'grid where it stood')
     ap.add_argument('--report-only', action='store_true',
                     help='write the tables from the runs that have finished; train, resume and score nothing (e.g. '
                          'to see a grid while another process runs it)')

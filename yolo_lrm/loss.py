@@ -45,7 +45,7 @@ from torch import nn
 from .box import iou_cxcywh, pairwise_iou_cxcywh
 from .cfg import Section
 from .head import grid_boxes, split_output
-from .mining import Mining, Predictions, check_lrm, mine
+from .mining import Predictions, check_lrm, mine, mining_on, probe
 
 MAX_TRUTHS = 30          # Darknet's region layer reads exactly 30 truth slots per image
 PRIOR_SEEN = 12800       # the anchor prior applies while fewer images than this have been seen
@@ -145,7 +145,8 @@ class RegionLoss(nn.Module):
             obj, cls = self._loss2_obj_cls(pred, assign)
         coord, obj, cls = self._iou_balance(coord, obj, cls, assign)
         per_pred = coord + obj + cls
-        mined = self._mine(coord, obj, cls, pred, boxes, truths, assign, seen)
+        parts = self._parts(coord, obj, cls, pred, boxes, truths, assign)
+        mined = mine(self.lrm, parts, seen, self.num_anchors) if parts is not None and mining_on(self.lrm) else None
         keep = per_pred.new_ones(()) if mined is None else mined.weight
         resp = assign.resp.to(per_pred.dtype)
         # Loss2's class term lives on responsible predictions only, Loss1's obj term is 0: one split serves both
@@ -157,6 +158,8 @@ class RegionLoss(nn.Module):
         shape = (b, a, h, w)
         if mined is not None:
             stats.update(mined.stats)
+        elif parts is not None:  # the probe alone: statistics of what LRM would keep, the loss untouched
+            stats.update(probe(self.lrm, parts))
         return LossResult(total, per_pred.view(shape), (obj + cls).view(shape), coord.view(shape), terms, stats,
                           None if mined is None else mined.mask.view(shape),
                           None if mined is None else mined.weight.view(shape))
@@ -261,14 +264,20 @@ class RegionLoss(nn.Module):
         return coord, obj, cls
 
     # ---------------------------------------------------------------------------------------- LRM and stats
-    def _mine(self, coord: torch.Tensor, obj: torch.Tensor, cls: torch.Tensor, pred: torch.Tensor,
-              boxes: torch.Tensor, truths: _Truths, assign: _Assignment, seen: int) -> Mining | None:
-        if not self.training or self.lrm is None or self.lrm['hard_examples'] <= 0:
+    def _parts(self, coord: torch.Tensor, obj: torch.Tensor, cls: torch.Tensor, pred: torch.Tensor,
+               boxes: torch.Tensor, truths: _Truths, assign: _Assignment) -> Predictions | None:
+        """What mining (or the probe) looks at, in training mode when `[lrm]` mines or probes; else None."""
+        lrm = self.lrm
+        if not self.training or lrm is None or not (mining_on(lrm) or lrm['probe']):
             return None
+        energy = None
+        if lrm['probe'] and pred.requires_grad:
+            # each prediction's loss depends on its own row of F only: one backward through the loss gives them all
+            grad, = torch.autograd.grad((coord + obj + cls).sum(), pred, retain_graph=True)
+            energy = grad.detach().square().sum(-1)
         classes = pred[..., 5:].detach().argmax(-1)  # also the argmax of Loss1's class scores
-        parts = Predictions(coord.detach(), obj.detach(), cls.detach(), boxes, classes, assign.resp,
-                            truths.valid.sum(1))
-        return mine(self.lrm, parts, seen, self.num_anchors)
+        return Predictions(coord.detach(), obj.detach(), cls.detach(), boxes, classes, assign.resp,
+                           truths.valid.sum(1), energy)
 
     def _stats(self, pred: torch.Tensor, boxes: torch.Tensor, truths: _Truths) -> dict[str, torch.Tensor]:
         """Darknet's printed statistics over every valid truth (overwritten ones too), as 0-dim tensors."""

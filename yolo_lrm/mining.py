@@ -31,6 +31,13 @@ selection changes between the options.  A prediction's loss splits into two part
   (whatever `select` ranked by) among the candidates (every prediction; OHEM: the backgrounds) and K the number of
   candidates selected in its image.
   `soft_decay=0` gives the constant soft; soft = 0 is hard LRM exactly.
+* `probe=0`: `probe=1` measures the mechanism (docs/results.md, the pretrained study) at the cost of one more
+  backward pass through the loss (not the network): `lrm_grad_share`, the share of the squared gradient norm at F,
+  ‖∂L/∂F‖², that the kept predictions carry (each prediction's gradient lives in its own 5+C channels, so the norm
+  splits over predictions; a soft weight w scales a prediction's share by w²).  With hard_examples=0 the loss is
+  untouched and the statistics `lrm_fg`, `lrm_bg`, `lrm_passed`, `lrm_share`, `lrm_k`, `lrm_grad_share` describe
+  what plain LRM with K = `probe_k=256` and NMS `probe_nms=0.7` (>= 1: none) would keep; with LRM on they describe
+  its own selection.
 * `mode=lrm|ohem`: `ohem` is SSD-style hard negative mining: every responsible (foreground) prediction is kept and
   the backgrounds are ranked by themselves, keeping max(k_min, round(neg_pos_ratio × #foreground)) of them per
   image (`neg_pos_ratio=3`, at most hard_examples); NMS, `select` and `soft` apply to the backgrounds as in LRM.
@@ -57,6 +64,7 @@ class Predictions:
     classes: torch.Tensor  # predicted class (argmax)
     fg: torch.Tensor       # bool: responsible for a truth
     truths: torch.Tensor   # (B,) truths the loss used in each image
+    energy: torch.Tensor | None = None  # ‖∂(own loss)/∂F‖² of each prediction (`probe=1`), else None
 
     @property
     def total(self) -> torch.Tensor:
@@ -69,7 +77,7 @@ class Mining:
     """The outcome for one batch."""
     mask: torch.Tensor              # (B, N) bool: the selected predictions
     weight: torch.Tensor            # (B, N) multiplier of each prediction's loss
-    stats: dict[str, torch.Tensor]  # lrm_fg, lrm_bg, lrm_passed, lrm_share, lrm_k (+ lrm_alpha, lrm_beta / ...)
+    stats: dict[str, torch.Tensor]  # lrm_fg, lrm_bg, lrm_passed, lrm_share, lrm_k (+ lrm_grad_share, lrm_alpha, ...)
 
 
 def check_lrm(lrm: Section) -> None:
@@ -85,6 +93,20 @@ def check_lrm(lrm: Section) -> None:
         raise lrm.error(f'k_min={lrm["k_min"]} exceeds the cap hard_examples={lrm["hard_examples"]}', 'k_min')
     if lrm['mode'] == 'ohem' and lrm['k_mode'] != 'fixed':
         raise lrm.error('mode=ohem sets its own budget (neg_pos_ratio); k_mode needs mode=lrm', 'k_mode')
+    if lrm['probe'] not in (0, 1):
+        raise lrm.error('probe must be 0 or 1', 'probe')
+    if lrm['probe_k'] <= 0 or lrm['probe_nms'] <= 0:
+        raise lrm.error('probe_k and probe_nms must be positive', 'probe_k' if lrm['probe_k'] <= 0 else 'probe_nms')
+
+
+def mining_on(lrm: Section | None) -> bool:
+    """Whether an `[lrm]` section changes the loss (hard_examples > 0); `probe` alone only measures."""
+    return lrm is not None and lrm['hard_examples'] > 0
+
+
+def reports_lrm(lrm: Section | None) -> bool:
+    """Whether the loss reports the `lrm_*` statistics: mining on, or the probe measuring."""
+    return mining_on(lrm) or (lrm is not None and bool(lrm['probe']))
 
 
 def progress(lrm: Section, seen: int) -> float:
@@ -104,12 +126,31 @@ def mine(lrm: Section, p: Predictions, seen: int, num_anchors: int) -> Mining:
     if cand is not None:
         mask = mask | p.fg
     weight = _soft_weight(lrm, mask, order if lrm['select'] == 'loss' else None, total, cand)
+    stats.update(selection_stats(p, mask, order, weight))
+    return Mining(mask, weight, stats)
+
+
+def probe(lrm: Section, p: Predictions) -> dict[str, torch.Tensor]:
+    """The statistics of the plain LRM walk at `probe_k` / `probe_nms` (what LRM would keep), for a loss it does
+    not change."""
+    order = rank_order(p.total)
+    nms = lrm['probe_nms'] if lrm['probe_nms'] < 1 else None
+    mask = select_ranked(order, p.boxes, p.classes, lrm['probe_k'], nms)
+    return selection_stats(p, mask, order, mask.to(p.total.dtype))
+
+
+def selection_stats(p: Predictions, mask: torch.Tensor, order: torch.Tensor,
+                    weight: torch.Tensor) -> dict[str, torch.Tensor]:
+    """lrm_fg, lrm_bg (kept per batch), lrm_passed, lrm_share, lrm_k, and lrm_grad_share when `p.energy` is known."""
+    total = p.total
     ranked = mask.gather(1, order)
     # passed over: ranked above the image's last kept prediction, yet not kept (NMS suppressed it; 0 without NMS)
     passed = ~ranked & (ranked.cumsum(1) < ranked.sum(1, keepdim=True))
-    stats.update(lrm_fg=(mask & p.fg).sum(), lrm_bg=(mask & ~p.fg).sum(), lrm_passed=passed.sum(),
-                 lrm_share=(total * weight).sum() / total.sum(), lrm_k=mask.sum(1).to(total.dtype).mean())
-    return Mining(mask, weight, stats)
+    stats = {'lrm_fg': (mask & p.fg).sum(), 'lrm_bg': (mask & ~p.fg).sum(), 'lrm_passed': passed.sum(),
+             'lrm_share': (total * weight).sum() / total.sum(), 'lrm_k': mask.sum(1).to(total.dtype).mean()}
+    if p.energy is not None:
+        stats['lrm_grad_share'] = (p.energy * weight.square()).sum() / p.energy.sum()
+    return stats
 
 
 def _walk(lrm: Section, p: Predictions, total: torch.Tensor, k: int | torch.Tensor, t: float,

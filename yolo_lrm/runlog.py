@@ -4,8 +4,9 @@
 row.  Loss columns are per image (the update's summed loss divided by its batch, as Darknet normalises); `iou`,
 `class_prob`, `obj_prob`, `recall50`, `recall75` are Darknet's region statistics over the truths of those updates;
 `lrm_fg`/`lrm_bg` are the foreground/background predictions LRM kept per image, `lrm_passed` those its NMS passed
-over (ranked above the image's last kept one), and `lrm_share` the share of the loss the kept ones carry (empty when
-LRM is off).
+over (ranked above the image's last kept one), `lrm_share` the share of the loss the kept ones carry and, with
+`[lrm] probe=1`, `lrm_grad_share` their share of the squared gradient norm at F (empty when LRM is off; with
+`probe=1` and LRM off, what LRM at `probe_k` / `probe_nms` would keep).
 """
 from __future__ import annotations
 

@@ -10,9 +10,11 @@ kind, given next to its name:
 - `truth`: Darknet's region statistics, averaged over the truths of the update (each mini-batch's mean is weighted
   by its truth count, so the update's mean is over all its truths; NaN when it has none).
 - `weight`: the truth count those means are weighted by (not logged).
-- `batch`: a mean over the mini-batches (and processes): the no-object probability and the loss share LRM kept.
+- `batch`: a mean over the mini-batches (and processes): the no-object probability, the shares of the loss and of
+  the squared gradient norm at F that LRM kept (`lrm_grad_share`: with `[lrm] probe=1` only, else 0).
 
-Keys starting with `lrm_` are logged only when hard-example mining is on; the loss reports them only then.
+Keys starting with `lrm_` are logged only when hard-example mining is on or `[lrm] probe=1` measures what it would
+keep (`mining.reports_lrm`); the loss reports them only then.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from .loss import TERMS, LossResult
 _KINDS = {'loss': 'image', **{t: 'image' for t in TERMS},
           'iou': 'truth', 'class_prob': 'truth', 'obj_prob': 'truth', 'noobj_prob': 'batch', 'recall50': 'truth',
           'recall75': 'truth', 'count': 'weight', 'lrm_fg': 'image', 'lrm_bg': 'image', 'lrm_passed': 'image',
-          'lrm_share': 'batch'}
+          'lrm_share': 'batch', 'lrm_grad_share': 'batch'}
 KEYS = tuple(_KINDS)
 LOGGED = tuple(k for k in KEYS if _KINDS[k] != 'weight')   # the columns results.csv holds for them
 LOSS_KEYS = ('loss', *TERMS)                                # must be finite before the optimizer step
@@ -45,15 +47,16 @@ def pack(result: LossResult) -> torch.Tensor:
     return torch.stack(row)
 
 
-def unpack(summed: list[float], batch: int, minibatches: int, mining: bool) -> dict[str, float]:
+def unpack(summed: list[float], batch: int, minibatches: int, mining: bool, probe: bool = False) -> dict[str, float]:
     """The logged values of one update from its rows summed over processes (flattened, `minibatches` x `KEYS`):
-    `batch` is the update's images, `minibatches` the rows of one process times the processes."""
+    `batch` is the update's images, `minibatches` the rows of one process times the processes; `mining`: the
+    `lrm_*` keys are reported, `probe`: `lrm_grad_share` too."""
     total = {k: sum(column) for k, column in zip(KEYS, zip(*split_rows(summed)))}
     count = total['count']
     values = {}
     for key in LOGGED:
         kind = _KINDS[key]
-        if key.startswith('lrm_') and not mining:
+        if key.startswith('lrm_') and not mining or key == 'lrm_grad_share' and not probe:
             continue
         if kind == 'image':
             values[key] = total[key] / batch

@@ -36,6 +36,7 @@ from .atomic import remove_stale_temporaries
 from .checkpoint import model_checkpoint, rng_state, save_checkpoint, set_rng_state
 from . import stats
 from .loss import RegionLoss
+from .mining import mining_on, reports_lrm
 from .model import Darknet
 from .optim import build_optimizer, loss_scale, set_learning_rate
 from .data.datafile import parse_data
@@ -167,7 +168,10 @@ class Trainer:
         """Say what will run, and fail now rather than mid-run on impossible schedule settings."""
         n, r, lrm = self.cfg.net, self.cfg.region, self.cfg.lrm
         procs = f' x {self.dist.world_size} processes' if self.dist.enabled else ''
-        mining = f'{lrm["mode"]} K={lrm["hard_examples"]} nms={lrm["nms"]:g}' if lrm['hard_examples'] else 'off'
+        mining = f'{lrm["mode"]} K={lrm["hard_examples"]} nms={lrm["nms"]:g}' if mining_on(lrm) else 'off'
+        if lrm['probe']:
+            mining += ', probe on' + ('' if mining_on(lrm) else f' (what K={lrm["probe_k"]} nms={lrm["probe_nms"]:g} '
+                                                                f'would keep; the loss is untouched)')
         self.log.info(f'batch {self.batch} = {self.subdivisions} x {self.local_minibatch} images{procs}, '
                       f'{self.max_batches} updates ({self.max_batches * self.batch / len(self.dataset):.1f} epochs), '
                       f'lr {n["learning_rate"]:g} policy {n["policy"]}, burn_in {n["burn_in"]}, momentum '
@@ -304,7 +308,7 @@ class Trainer:
                                                   self.dist.rank if self.dist.enabled else None,
                                                   self.weights_dir / 'last.pt'))
         values = stats.unpack(numbers, self.batch, self.subdivisions * self.dist.world_size,
-                              mining=self.crit.lrm is not None and self.crit.lrm['hard_examples'] > 0)
+                              mining=reports_lrm(self.crit.lrm), probe=bool(self.cfg.lrm['probe']))
         lr = learning_rate(self.cfg.net, self.state.update)
         set_learning_rate(self.optimizer, lr)
         self.scaler.step(self.optimizer)

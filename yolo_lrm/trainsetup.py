@@ -132,12 +132,26 @@ def load_initial_weights(net: Darknet, args: TrainArgs, cfg: Cfg, log: Callable[
         net.seen = 0
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX, as oneDNN sees it)."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def mixed_precision(args: TrainArgs, device: torch.device,
                     log: Callable[[str], None]) -> tuple[torch.dtype | None, torch.amp.GradScaler]:
-    """The autocast dtype (None: float32) and the gradient scaler (active for fp16 only)."""
-    amp = args.amp if device.type == 'cuda' else 'off'
-    if args.amp != 'off' and amp == 'off':
-        log(f'--amp {args.amp}: mixed precision needs CUDA; training in float32 on {device}')
+    """The autocast dtype (None: float32) and the gradient scaler (active for fp16 only).  On a CPU only bf16, and
+    only where the CPU has it: emulated (AVX2) it ran MobileNet-YOLOv2 5x slower than float32 (bench/README.md)."""
+    amp = args.amp
+    if device.type == 'cpu' and amp == 'fp16':
+        log('--amp fp16: half precision needs CUDA; training in float32 on the CPU (--amp bf16 where the CPU has it)')
+        amp = 'off'
+    elif device.type == 'cpu' and amp == 'bf16' and not cpu_has_bf16():
+        log(f'--amp bf16: this CPU ({torch.backends.cpu.get_cpu_capability()}) has no native bfloat16 (AVX-512 BF16 '
+            f'or AMX), where it runs several times slower than float32; training in float32')
+        amp = 'off'
+    elif device.type not in ('cpu', 'cuda') and amp != 'off':
+        log(f'--amp {amp}: mixed precision needs CUDA or a CPU; training in float32 on {device}')
+        amp = 'off'
     dtype = {'off': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[amp]
     return dtype, torch.amp.GradScaler(device.type, enabled=amp == 'fp16')
 
