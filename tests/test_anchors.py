@@ -151,3 +151,26 @@ def test_list_entries_resolved_from_the_list_folder(tmp_path, monkeypatch, capsy
     assert classes.tolist() == [3] and wh.tolist() == [[0.25, 0.5]]
     with pytest.raises(LabelError, match=r'nothere.txt: cannot read the image list'):
         read_darknet_labels(tmp_path / 'nothere.txt')
+
+
+def test_data_split_letterboxes_each_image_by_its_own_size(tmp_path, capsys):
+    """--data: the split as the trainer scans it (a box outside the image is clipped, a zero-size one dropped), and
+    --letterbox with each image's own size: a portrait and a landscape image in one set."""
+    import cv2
+    images = tmp_path / 'images'
+    images.mkdir()
+    (tmp_path / 'labels').mkdir()
+    for name, (h, w), rows in (('tall', (200, 100), '0 0.5 0.5 0.4 0.2\n1 0.5 0.5 0.0 0.1\n'),
+                               ('wide', (100, 300), '1 0.5 0.5 0.3 0.6\n0 0.95 0.5 0.2 0.2\n')):
+        cv2.imwrite(str(images / f'{name}.png'), np.zeros((h, w, 3), np.uint8))
+        (tmp_path / 'labels' / f'{name}.txt').write_text(rows)
+    (tmp_path / 'train.txt').write_text('images/tall.png\nimages/wide.png\n')
+    (tmp_path / 'd.names').write_text('a\nb\n')
+    (tmp_path / 'd.data').write_text('classes=2\ntrain=train.txt\nnames=d.names\n')
+    anchors_main(['--data', str(tmp_path / 'd.data'), '-k', '3', '--size', '64', '--letterbox'])
+    out = capsys.readouterr().out
+    assert out.startswith('3 boxes (a: 2, b: 1)')   # the zero-width box is dropped, the one past the edge clipped
+    # by hand: tall 100x200 into 64x64 keeps 32x64 of it (w x .5); wide 300x100 keeps 64x21.33 (h x 1/3)
+    wh = np.array([[0.4 * 0.5, 0.2], [0.3, 0.6 / 3], [0.15, 0.2 / 3]])   # 0.95 +- 0.1 clipped at 1: w 0.15
+    expected, _ = calc_anchors(wh, 3, 64)
+    assert out.splitlines()[-1] == 'anchors=' + ', '.join(f'{w:.4g},{h:.4g}' for w, h in expected)

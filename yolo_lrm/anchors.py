@@ -19,9 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .cfg import CfgError
+from .data.datafile import parse_data
 from .data.kitti import KITTI_CLASSES, kitti_class_map, parse_kitti_label
 from .data.labels import parse_label_text
 from .data.imagelist import DatasetError, entry_label_path, read_list
+from .data.scan import scan_dataset
 from .textfile import read_text
 
 KITTI_IMAGE_SIZE = (1242, 375)
@@ -100,14 +103,18 @@ def calc_anchors(boxes_wh: np.ndarray, k: int, size: int = 416, seed: int = 0, r
     return best * (size / 32), best_iou
 
 
-def letterboxed(boxes_wh: np.ndarray, image_w: int, image_h: int, net_w: int = 416, net_h: int = 416) -> np.ndarray:
-    """Image-normalised (w, h) as fractions of a net input the image is letterboxed into (aspect kept).
+def letterboxed(boxes_wh: np.ndarray, image_w: int | np.ndarray, image_h: int | np.ndarray, net_w: int = 416,
+                net_h: int = 416) -> np.ndarray:
+    """Image-normalised (w, h) as fractions of a net input the image is letterboxed into (aspect kept); the image
+    size may be one (w, h) for every box or arrays with one per box.
 
     Darknet HEAD trains and tests that way (placement jitter keeps the aspect on average; letterbox at test), so for
     images far from the net's aspect (KITTI: 3.3:1 into 1:1) these are the shapes the network actually sees.
     """
-    scale = min(net_w / image_w, net_h / image_h)
-    return np.asarray(boxes_wh, dtype=np.float64) * np.array([image_w * scale / net_w, image_h * scale / net_h])
+    image_w, image_h = np.asarray(image_w, np.float64), np.asarray(image_h, np.float64)
+    scale = np.minimum(net_w / image_w, net_h / image_h)
+    factor = np.stack(np.broadcast_arrays(image_w * scale / net_w, image_h * scale / net_h), -1)
+    return np.asarray(boxes_wh, dtype=np.float64) * factor
 
 
 # ---------------------------------------------------------------------------------------------------- readers
@@ -175,6 +182,18 @@ def read_darknet_labels(source: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(classes), np.concatenate(sizes)
 
 
+def read_data_split(data: str | Path, split: str = 'train') -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """A data file's split (`.data` or data.yaml) as the trainer scans it → (class ids (N,), normalised (w, h) (N, 2),
+    each box's image (w, h) (N, 2), the class names): the boxes training sees (clipped, degenerate ones dropped)."""
+    cfg = parse_data(data)
+    report = scan_dataset(cfg.images(split), cfg.classes)
+    report.raise_errors()
+    if not len(report.boxes):
+        raise LabelError(f'{data}: {split}= holds no usable box ({report.entries} entries)')
+    per_box = np.repeat(report.sizes, np.diff(report.offsets), axis=0).astype(np.float64)
+    return report.boxes[:, 0].astype(np.int64), report.boxes[:, 3:].astype(np.float64), per_box, cfg.names()
+
+
 # --------------------------------------------------------------------------------------------------------- CLI
 def format_anchors(anchors: np.ndarray) -> str:
     """The `anchors=` value of a `[region]` section."""
@@ -189,11 +208,14 @@ def _image_size(text: str) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m yolo_lrm.anchors --kitti DIR | --labels LIST -k 5 --size 416 [--letterbox]`."""
+    """`python -m yolo_lrm.anchors --kitti DIR | --labels LIST | --data DATA -k 5 --size 416 [--letterbox]`."""
     ap = argparse.ArgumentParser(prog='python -m yolo_lrm.anchors', description=__doc__.split('\n')[0])
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument('--kitti', help='KITTI label_2 folder (6 classes kept)')
     src.add_argument('--labels', help='folder of Darknet label .txt files, or a list of image/label paths')
+    src.add_argument('--data', help='a .data file or data.yaml: its --split as the trainer scans it, each image\'s '
+                                    'own size for --letterbox')
+    ap.add_argument('--split', default='train', choices=('train', 'valid', 'test'), help='with --data (default train)')
     ap.add_argument('-k', type=int, default=5, help='number of anchors (default 5)')
     ap.add_argument('--size', type=int, default=416, help='square network input size (default 416)')
     ap.add_argument('--seed', type=int, default=0)
@@ -204,19 +226,22 @@ def main(argv: list[str] | None = None) -> None:
                          'needed with --letterbox')
     args = ap.parse_args(argv)
     image_size = args.image_size or (KITTI_IMAGE_SIZE if args.kitti else None)
-    if args.letterbox and image_size is None:
-        ap.error('--letterbox needs --image-size WxH for Darknet label sets')
+    if args.letterbox and image_size is None and not args.data:
+        ap.error('--letterbox needs --image-size WxH for Darknet label sets (or --data, which knows each image\'s)')
     try:
         if args.kitti:
             classes, wh, empty = read_kitti(args.kitti, image_size)
             names = KITTI_CLASSES
+        elif args.data:
+            classes, wh, sizes, names = read_data_split(args.data, args.split)
+            image_size, empty = image_size or (sizes[:, 0], sizes[:, 1]), []
         else:
             classes, wh = read_darknet_labels(args.labels)
             names, empty = None, []
         if args.letterbox:
             wh = letterboxed(wh, *image_size, args.size, args.size)
         anchors, iou = calc_anchors(wh, args.k, args.size, args.seed)
-    except (LabelError, ValueError) as exc:
+    except (LabelError, CfgError, DatasetError, ValueError) as exc:
         sys.exit(f'error: {exc}')
     counts = np.bincount(classes, minlength=len(names) if names else 0)
     per_class = ', '.join(f'{names[i] if names else i}: {c}' for i, c in enumerate(counts) if c)
