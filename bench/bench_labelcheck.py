@@ -60,7 +60,8 @@ def shift_scale(cos: float, sin: float, iou: float) -> float:
     return ((a + b) - math.sqrt(disc)) / (2 * a * b)
 
 
-def shifted_box(box: np.ndarray, rng: np.random.Generator, iou: float = SHIFT_IOU, tries: int = 16) -> np.ndarray | None:
+def shifted_box(box: np.ndarray, rng: np.random.Generator, iou: float = SHIFT_IOU,
+                tries: int = 16) -> np.ndarray | None:
     """`box` (cx, cy, w, h normalised) moved in a random direction to IoU `iou` with itself, inside [0, 1]; None
     when no tried direction keeps it inside (a box nearly as large as the image)."""
     cx, cy, w, h = box
@@ -306,7 +307,8 @@ def score(bench: Path, weights: str, out: Path, conf: float, device: str, use_cl
 def table(report: dict) -> str:
     """The comparison as a markdown table."""
     cl = report.get('cleanlab', {})
-    lines = ['| injected | audit kind | N | ours P@N | ours R@N | cleanlab P@N | cleanlab R@N | ours as flagged: P / R (n) |',
+    lines = ['| injected | audit kind | N | ours P@N | ours R@N | cleanlab P@N | cleanlab R@N | '
+             'ours as flagged: P / R (n) |',
              '| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |']
     for kind, audit_kind in KINDS.items():
         o, c = report['ours'][kind], cl.get(kind)

@@ -325,9 +325,10 @@ def test_bench_injection_shifts_to_iou_and_keeps_kinds_apart(tmp_path):
     bench = bench_module('bench_labelcheck')
     rng = np.random.default_rng(0)
     for _ in range(20):
-        box = np.array([rng.uniform(0.3, 0.7), rng.uniform(0.3, 0.7), rng.uniform(0.05, 0.3), rng.uniform(0.05, 0.3)])
+        box = np.concatenate((rng.uniform(0.3, 0.7, 2), rng.uniform(0.05, 0.3, 2)))
         moved = bench.shifted_box(box, rng)
-        assert float(iou_cxcywh(torch.tensor(box), torch.tensor(moved, dtype=torch.float64))) == pytest.approx(0.4, abs=1e-5)
+        iou = float(iou_cxcywh(torch.tensor(box), torch.tensor(moved, dtype=torch.float64)))
+        assert iou == pytest.approx(0.4, abs=1e-5)
         assert moved[0] - moved[2] / 2 >= 0 and moved[0] + moved[2] / 2 <= 1
     data = write_dataset(tmp_path / 'ds', SCENE * 5)        # 40 boxes: 2 of each kind at 5 %
     counts = bench.inject(str(data), 'train', tmp_path / 'bench', seed=0, rate=0.05)

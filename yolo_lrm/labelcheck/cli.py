@@ -150,13 +150,14 @@ def run(a: argparse.Namespace) -> AuditRun:
     check_args(a)
     split = load_split(a.data, a.split)
     out = a.out or Path('runs/labelcheck') / f'{Path(split.data.path).stem}-{a.split}'
-    out.mkdir(parents=True, exist_ok=True)
     if a.folds:
+        out.mkdir(parents=True, exist_ok=True)  # the folds' runs live there
         audits, skipped, names, info = audit_folds(a, split, out)
         hardness, source = None, 'the region loss of each image under the model of its fold'
     else:
-        audits, skipped, names, info = audit_one(a, split)
+        audits, skipped, names, info = audit_one(a, split)   # a model that does not fit leaves no folder
         hardness, source = track_hardness(a, split, audits)
+        out.mkdir(parents=True, exist_ok=True)
     if not audits:
         raise ValueError(f'{split.data[a.split]}: none of the {len(split.paths)} images could be read ({skipped[0]})')
     issues = rank([x for au in audits for x in find_issues(au.index, au.labels, au.dets, a.conf)])

@@ -33,8 +33,11 @@ def _num(v: float, digits: int = 6) -> str:
 
 
 def _box(prefix: str, box: np.ndarray | None) -> dict[str, str]:
+    """CSV cells `<prefix>cx, cy, w, h` of a normalised box (empty without one)."""
     keys = ('cx', 'cy', 'w', 'h')
-    return {f'{prefix}{k}': ('' if box is None else f'{v:.6f}') for k, v in zip(keys, box if box is not None else keys)}
+    if box is None:
+        return {f'{prefix}{k}': '' for k in keys}
+    return {f'{prefix}{k}': f'{v:.6f}' for k, v in zip(keys, box)}
 
 
 def _write_csv(path: Path, fields: Sequence[str], rows: list[dict[str, Any]]) -> None:
@@ -55,10 +58,10 @@ def issue_rows(issues: list[Issue], audits: dict[int, ImageAudit], split: Split,
         a = audits[x.image]
         label = a.labels[x.label] if x.label >= 0 else None
         terms = a.terms[x.label] if x.label >= 0 else (None, None, None)
+        cls = None if label is None else int(label[0])
         row = {'kind': x.kind, 'rank': seen[x.kind], 'score': _num(x.score), 'image': split.paths[x.image],
-               'label_file': split.label_files[x.image],
-               'class': '' if label is None else int(label[0]), 'class_name': '' if label is None else names[int(label[0])],
-               **_box('', None if label is None else label[1:5]),
+               'label_file': split.label_files[x.image], 'class': '' if cls is None else cls,
+               'class_name': '' if cls is None else names[cls], **_box('', None if label is None else label[1:5]),
                'suggested_class': '' if x.suggested_class < 0 else x.suggested_class,
                'suggested_name': '' if x.suggested_class < 0 else names[x.suggested_class],
                **_box('s_', x.suggested_box), 'iou': _num(x.iou, 4),
