@@ -146,7 +146,9 @@ def issue_mosaic(issues: list[Issue], audits: dict[int, ImageAudit], split: Spli
         tiles.append(_issue_tile(x, audits[x.image], image[:, :, ::-1], names, conf))
     if not tiles:
         return None
-    return title_bar(tile(tiles, min(4, len(tiles))), f'top label issues of {split.data[split.split]}')
+    # the list's name, not its path: the picture is often shared
+    return title_bar(tile(tiles, min(4, len(tiles))),
+                     f'top label issues of {split.split}= ({Path(split.data[split.split]).name})')
 
 
 def _issue_tile(x: Issue, a: ImageAudit, bgr: np.ndarray, names: Sequence[str], conf: float) -> np.ndarray:
