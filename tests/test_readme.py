@@ -16,6 +16,7 @@ import ast
 import csv
 import importlib.util
 import json
+import math
 import os
 import re
 import shlex
@@ -651,6 +652,24 @@ def check_grid(o: Outcome) -> None:
         assert all(run['test']['data'] == Path(o.option('--test-data')).name for run in summary['runs'])
 
 
+def check_labelchecked(o: Outcome) -> None:
+    """The audit's files, every image of the split audited, the hard list a Darknet list of those images; with
+    --folds, a finished run per fold."""
+    data = parse_data(o.work / o.option('--data'))
+    split = o.option('--split', 'train')
+    out = o.work / (o.option('--out') or f'runs/labelcheck/{Path(o.option("--data")).stem}-{split}')
+    for name in ('label_issues.csv', 'boxes.csv', 'images.csv', 'hard_images.txt', 'summary.json'):
+        assert o.fresh(out / name), name
+    summary = json.loads((out / 'summary.json').read_text())
+    images = len(Path(data[split]).read_text().split())
+    assert summary['images'] == images and set(summary['issues']) == {'missing', 'wrong_class', 'bad_box', 'spurious'}
+    hard = (out / 'hard_images.txt').read_text().split()
+    assert len(hard) == max(1, math.ceil(float(o.option('--hard', '0.1')) * images)) and all(Path(p).is_file()
+                                                                                          for p in hard)
+    for k in range(int(o.option('--folds', '0'))):
+        assert json.loads((out / 'folds' / f'fold{k}' / 'fold.json').read_text())['reason'] == 'finished'
+
+
 # ------------------------------------------------------------------------------------------------- rules
 @dataclass(frozen=True)
 class Rule:
@@ -775,6 +794,9 @@ RULES: list[Rule] = [
     # commands above still draw theirs
     Rule(('python', '-m', 'yolo_lrm.experiments'), 'every grid run one update of 2 images at 64 px: the --budget '
          'preset is replaced by a tiny budget file (a preset fixes the run length); no plots', check_grid,
+         append=('--workers', '0', '--device', 'cpu'), replace=(('--budget', TINY_BUDGET),), hide=('matplotlib',)),
+    Rule(('python', '-m', 'yolo_lrm.labelcheck'), 'the 64 px runs/train/exp on the tiny demo set; --folds: the tiny '
+         'budget file (one update of 2 images per fold)', check_labelchecked,
          append=('--workers', '0', '--device', 'cpu'), replace=(('--budget', TINY_BUDGET),), hide=('matplotlib',)),
 ]
 
