@@ -39,7 +39,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # runnable from a checkout without installing
 
-from yolo_lrm.cfg import parse_data  # noqa: E402
+from yolo_lrm.data.datafile import parse_data  # noqa: E402
 from yolo_lrm.data import scan_dataset  # noqa: E402
 
 KINDS = {'removed': 'missing', 'relabelled': 'wrong_class', 'shifted': 'bad_box'}  # injected -> audit kind
@@ -78,9 +78,9 @@ def shifted_box(box: np.ndarray, rng: np.random.Generator, iou: float = SHIFT_IO
 def inject(data_path: str, split: str, out: Path, seed: int, rate: float) -> dict[str, int]:
     """Write the corrupted copy of `split` of `data_path` into `out` (see the module docstring); returns the counts."""
     data = parse_data(data_path)
-    if not data[split]:
+    if split not in data.splits and not data[split]:
         raise SystemExit(f'{data_path}: no {split}= list')
-    report = scan_dataset(data[split], data.classes)
+    report = scan_dataset(data.images(split), data.classes)
     report.raise_errors()
     rng = np.random.default_rng(seed)
     boxes = report.boxes.copy()
@@ -133,7 +133,7 @@ def _write_copy(out: Path, data, split: str, images: list[str], boxes: np.ndarra
     """OUT/images (links), OUT/labels, OUT/<split>.txt and OUT/<data>.data."""
     names = [os.path.basename(p) for p in images]
     if len(set(names)) != len(names):
-        raise SystemExit(f'{data[split]}: two images share a file name; the copy names images by file name')
+        raise SystemExit(f'{data.images(split).source}: two images share a file name; the copy names images by file name')
     (out / 'images').mkdir(parents=True, exist_ok=True)
     (out / 'labels').mkdir(parents=True, exist_ok=True)
     for path, name in zip(images, names):

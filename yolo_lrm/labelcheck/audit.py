@@ -20,10 +20,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..box import xyxy_to_cxcywh
-from ..cfg import CfgError, DataCfg, parse_data
-from ..data import LetterboxImages, ScanReport, collate_images, letterbox_targets, resolve_list, scan_dataset
+from ..cfg import CfgError
+from ..data.datafile import DataCfg, parse_data
+from ..data import LetterboxImages, ScanReport, collate_images, letterbox_targets, scan_dataset
 from ..data.dataset import Unreadable
-from ..data.scan import DatasetError, entry_label_path, read_list
+from ..data.imagelist import DatasetError
 from ..head import detect
 from ..letterbox import unletterbox
 from ..loss import PRIOR_SEEN, RegionLoss
@@ -40,6 +41,7 @@ class Split:
     split: str                  # train | valid | test
     report: ScanReport          # usable images, their sizes and boxes (class, cx, cy, w, h normalised)
     label_files: list[str]      # per usable image, the label file Darknet's rule finds
+    source: str                 # what the split was read from (a list file, data.yaml folders), for messages
 
     @property
     def paths(self) -> list[str]:
@@ -47,24 +49,24 @@ class Split:
 
 
 def load_split(data_path: str | os.PathLike, split: str) -> Split:
-    """Read `split=` of a `.data` file through the dataset scan.  The one place the audit reads a dataset (the .data
-    parser and the scan may move; nothing else here needs to know where).  Errors name the file: no such key, a
-    list without usable images, class ids outside `classes=`."""
+    """Read `split=` of a `.data` file or data.yaml through the dataset scan, the one place the audit reads a
+    dataset.  Errors name the file: no such split, a list without usable images, class ids outside `classes=`."""
     if split not in SPLITS:
         raise ValueError(f'--split {split}: choose one of {", ".join(SPLITS)}')
     data = parse_data(data_path)
-    if not data[split]:
+    if split not in data.splits and not data[split]:
         raise CfgError(f'{data.path}: no {split}= list to audit')
-    data.require(split)
-    report = scan_dataset(data[split], data.classes)
+    if split not in data.splits:
+        data.require(split)
+    images = data.images(split)
+    report = scan_dataset(images, data.classes)
     report.raise_errors()
     if not report.images:
         issues = '\n'.join(f'  {issue}' for issue in report.issues[:5])
-        raise DatasetError(f'{data[split]}: no usable images out of {report.entries} entries'
+        raise DatasetError(f'{images.source}: no usable images out of {report.entries} entries'
                            + (f'\n{issues}' if issues else ''))
-    base = os.path.dirname(os.path.abspath(data[split]))
-    label_of = dict(zip(resolve_list(data[split]), (entry_label_path(base, e) for e in read_list(data[split]))))
-    return Split(data, split, report, [label_of[p] for p in report.images])
+    label_of = dict(zip(images.paths(), images.label_paths()))
+    return Split(data, split, report, [label_of[p] for p in report.images], images.source)
 
 
 @dataclass

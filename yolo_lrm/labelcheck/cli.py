@@ -100,7 +100,7 @@ def track_hardness(a: argparse.Namespace, split: Split, audits: list[ImageAudit]
     hardness = stays_hard(track, [split.paths[x.index] for x in audits])
     if np.isnan(hardness).all():
         if a.track:
-            raise TrackError(f'{folder}: the track holds none of the {len(audits)} images of {split.data[split.split]}')
+            raise TrackError(f'{folder}: the track holds none of the {len(audits)} images of {split.source}')
         return None, fallback + f' ({folder} holds none of these images)'
     return hardness, f'the loss over training of {track.describe()} (images never drawn: by the final loss)'
 
@@ -159,10 +159,10 @@ def run(a: argparse.Namespace) -> AuditRun:
         hardness, source = track_hardness(a, split, audits)
         out.mkdir(parents=True, exist_ok=True)
     if not audits:
-        raise ValueError(f'{split.data[a.split]}: none of the {len(split.paths)} images could be read ({skipped[0]})')
+        raise ValueError(f'{split.source}: none of the {len(split.paths)} images could be read ({skipped[0]})')
     issues = rank([x for au in audits for x in find_issues(au.index, au.labels, au.dets, a.conf)])
     folds = info.pop('folds', {})
-    summary = {'data': split.data.path, 'split': a.split, 'list': split.data[a.split], **info, 'conf': a.conf,
+    summary = {'data': split.data.path, 'split': a.split, 'list': split.source, **info, 'conf': a.conf,
                'hard_images_ranked_by': source, 'unreadable': skipped}
     summary = write_outputs(out, split, names, audits, issues, hardness, a.hard, folds, summary, a.top, a.conf)
     _print(out, summary, issues, split, names)

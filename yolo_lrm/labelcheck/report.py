@@ -148,7 +148,7 @@ def issue_mosaic(issues: list[Issue], audits: dict[int, ImageAudit], split: Spli
         return None
     # the list's name, not its path: the picture is often shared
     return title_bar(tile(tiles, min(4, len(tiles))),
-                     f'top label issues of {split.split}= ({Path(split.data[split.split]).name})')
+                     f'top label issues of {split.split}= ({Path(split.source).name})')
 
 
 def _issue_tile(x: Issue, a: ImageAudit, bgr: np.ndarray, names: Sequence[str], conf: float) -> np.ndarray:
