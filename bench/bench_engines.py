@@ -12,7 +12,7 @@ Rows (random weights, seed 0: speed does not depend on them):
   ort, ort-int8  the export (`python -m yolo_lrm.export`) run by onnxrun.OnnxNetwork inside the same Detector, so the
                  end-to-end steps (letterbox, decode, NMS, unletterbox) are detect.py's own; INT8 = quantize.DEFAULT
                  calibrated on --calib's train= images
-  openvino[-int8] the same two ONNX files compiled by OpenVINO (`OnnxNetwork(runtime='openvino')`), if installed
+  openvino[-int8] the same two ONNX files compiled by OpenVINO (`OnnxNetwork(runtime=open_openvino)`), if installed
   opencv         cv2.dnn.readNetFromDarknet on the cfg and a Darknet .weights of the same network, in a worker
                  process of an OpenCV 4.x interpreter (`--opencv-python`; OpenCV 5 has no Darknet importer),
                  bench/opencv_dnn.py: network only = forward on a prepared blob; end to end = an OpenCV user's
@@ -54,7 +54,7 @@ from yolo_lrm.checkpoint import load_model  # noqa: E402
 from yolo_lrm.detect import Detector  # noqa: E402
 from yolo_lrm.export import export_onnx, metadata, save_onnx  # noqa: E402
 from yolo_lrm.model import Darknet  # noqa: E402
-from yolo_lrm.onnxrun import OnnxError, OnnxNetwork  # noqa: E402
+from yolo_lrm.onnxrun import INPUT, META_KEY, OUTPUT, OnnxError, OnnxNetwork, Runner, check_signature  # noqa: E402
 from yolo_lrm.quantize import DEFAULT, QuantSettings, calibration_paths, quantize_int8  # noqa: E402
 from yolo_lrm.weights import save_darknet_weights  # noqa: E402
 
@@ -122,15 +122,35 @@ def prepare(cfg: str, work: Path, calib: list[str]) -> Artifacts:
 
 
 def quantize_to(fp32: Path, out: Path, calib: list[str], settings: QuantSettings) -> None:
-    """quantize.quantize_int8 with the fp32 metadata kept and marked INT8."""
+    """quantize.quantize_int8 at the export's input size, with the fp32 metadata kept and marked INT8."""
     import onnx
-    meta = OnnxNetwork(fp32).meta
+    net = OnnxNetwork(fp32)
     with tempfile.TemporaryDirectory() as tmp:
-        quantize_int8(fp32, Path(tmp) / 'q.onnx', calib, SIZE, SIZE, settings)
-        save_onnx(onnx.load(str(Path(tmp) / 'q.onnx')), out, {**meta, 'precision': 'int8'})
+        quantize_int8(fp32, Path(tmp) / 'q.onnx', calib, net.width, net.height, settings)
+        save_onnx(onnx.load(str(Path(tmp) / 'q.onnx')), out, {**net.meta, 'precision': 'int8'})
 
 
 # ------------------------------------------------------------------------------------------------- the engines
+def open_openvino(path: str, threads: int | None) -> tuple[Runner, dict[str, str]]:
+    """onnxrun.OnnxNetwork's `runtime`: the model compiled by OpenVINO for the CPU, latency-oriented."""
+    import openvino as ov
+    core = ov.Core()
+    try:
+        model = core.read_model(path)
+    except Exception as exc:  # OpenVINO raises RuntimeError subclasses with the reader's message
+        raise OnnxError(f'{path}: OpenVINO cannot read it ({exc.__class__.__name__}: {exc})') from None
+    check_signature(path, [i.get_any_name() for i in model.inputs], [o.get_any_name() for o in model.outputs])
+    props = {META_KEY: model.get_rt_info(['framework', META_KEY]).astype(str)} \
+        if model.has_rt_info(['framework', META_KEY]) else {}
+    config = {'PERFORMANCE_HINT': 'LATENCY', **({'INFERENCE_NUM_THREADS': threads} if threads else {})}
+    try:
+        compiled = core.compile_model(model, 'CPU', config)
+    except RuntimeError as exc:
+        raise OnnxError(f'{path}: OpenVINO cannot compile it ({" ".join(str(exc).split())[-200:]})') from None
+    request = compiled.create_infer_request()
+    return (lambda batch: request.infer({INPUT: batch})[compiled.output(OUTPUT)]), props
+
+
 @dataclass
 class Engine:
     """One row's two timed calls for a batch size: network only and end to end (seconds for the whole batch)."""
@@ -211,7 +231,7 @@ def make_engine(name: str, art: Artifacts, threads: int, opencv_python: str | No
     if name.startswith('openvino'):
         if importlib.util.find_spec('openvino') is None:
             return 'openvino not installed (pip install openvino)'
-        net = OnnxNetwork(path, threads, runtime='openvino')
+        net = OnnxNetwork(path, threads, runtime=open_openvino)
         return detector_engine(name, Detector(net, conf=0.25, fuse=False, channels_last=False))
     if name == 'opencv':
         if not opencv_python:

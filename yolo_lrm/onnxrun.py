@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 import torch
@@ -65,10 +65,11 @@ def session_options(threads: int | None = None):
     return opts
 
 
-RUNTIMES = ('onnxruntime', 'openvino')
+Runner = Callable[[np.ndarray], np.ndarray]   # a float32 (B, 3, H, W) batch -> F
+Opener = Callable[[str, Optional[int]], Tuple[Runner, Dict[str, str]]]   # (path, threads) -> (run, metadata props)
 
 
-def open_onnxruntime(path: str, threads: int | None) -> tuple[Callable[[np.ndarray], np.ndarray], dict[str, str]]:
+def open_onnxruntime(path: str, threads: int | None) -> tuple[Runner, dict[str, str]]:
     """An ORT CPU session over the model: (run(batch) -> F, the model's metadata properties)."""
     check_onnxruntime()
     import onnxruntime as ort
@@ -80,28 +81,6 @@ def open_onnxruntime(path: str, threads: int | None) -> tuple[Callable[[np.ndarr
     return (lambda batch: session.run([OUTPUT], {INPUT: batch})[0]), session.get_modelmeta().custom_metadata_map
 
 
-def open_openvino(path: str, threads: int | None) -> tuple[Callable[[np.ndarray], np.ndarray], dict[str, str]]:
-    """The model compiled by OpenVINO for the CPU, latency-oriented: (run(batch) -> F, metadata properties)."""
-    if importlib.util.find_spec('openvino') is None:
-        raise OnnxError('the openvino runtime needs the openvino package: pip install openvino')
-    import openvino as ov
-    core = ov.Core()
-    try:
-        model = core.read_model(path)
-    except Exception as exc:  # OpenVINO raises RuntimeError subclasses with the reader's message
-        raise OnnxError(f'{path}: OpenVINO cannot read it ({exc.__class__.__name__}: {exc})') from None
-    check_signature(path, [i.get_any_name() for i in model.inputs], [o.get_any_name() for o in model.outputs])
-    props = {META_KEY: model.get_rt_info(['framework', META_KEY]).astype(str)} \
-        if model.has_rt_info(['framework', META_KEY]) else {}
-    config = {'PERFORMANCE_HINT': 'LATENCY', **({'INFERENCE_NUM_THREADS': threads} if threads else {})}
-    try:
-        compiled = core.compile_model(model, 'CPU', config)
-    except RuntimeError as exc:
-        raise OnnxError(f'{path}: OpenVINO cannot compile it ({" ".join(str(exc).split())[-200:]})') from None
-    request = compiled.create_infer_request()
-    return (lambda batch: request.infer({INPUT: batch})[compiled.output(OUTPUT)]), props
-
-
 def check_signature(path: str, inputs: list[str], outputs: list[str]) -> None:
     """OnnxError unless the model has our input and output names."""
     if inputs != [INPUT] or OUTPUT not in outputs:
@@ -110,16 +89,15 @@ def check_signature(path: str, inputs: list[str], outputs: list[str]) -> None:
 
 class OnnxNetwork:
     """An exported model as a network: `F = net(x)`, plus the head facts of `model.Darknet` (from the metadata).
-    `runtime` is 'onnxruntime' (default) or 'openvino'; `threads` their intra-op threads (default: theirs)."""
+    `threads`: the runtime's intra-op threads (default: its own choice); `runtime` opens the model (default ONNX
+    Runtime's CPU session; bench/bench_engines.py passes OpenVINO's)."""
 
-    def __init__(self, path: str | os.PathLike, threads: int | None = None, runtime: str = 'onnxruntime'):
+    def __init__(self, path: str | os.PathLike, threads: int | None = None, runtime: Opener = open_onnxruntime):
         self.path = str(path)
-        if runtime not in RUNTIMES:
-            raise OnnxError(f'runtime must be one of {", ".join(RUNTIMES)}, got {runtime!r}')
         if not os.path.isfile(self.path):
             raise FileNotFoundError(f'{self.path}: ONNX model not found')
-        self.runtime = runtime
-        self._run, props = (open_onnxruntime if runtime == 'onnxruntime' else open_openvino)(self.path, threads)
+        self.runtime = runtime.__name__.removeprefix('open_')
+        self._run, props = runtime(self.path, threads)
         self.meta = read_metadata(self.path, props)
         _, _, self.height, self.width = self.meta['input']['shape']
         self.names: list[str] = list(self.meta['names'])
