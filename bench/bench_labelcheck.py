@@ -78,7 +78,7 @@ def shifted_box(box: np.ndarray, rng: np.random.Generator, iou: float = SHIFT_IO
 def inject(data_path: str, split: str, out: Path, seed: int, rate: float) -> dict[str, int]:
     """Write the corrupted copy of `split` of `data_path` into `out` (see the module docstring); returns the counts."""
     data = parse_data(data_path)
-    if split not in data.splits and not data[split]:
+    if not data.has(split):
         raise SystemExit(f'{data_path}: no {split}= list')
     report = scan_dataset(data.images(split), data.classes)
     report.raise_errors()

@@ -587,15 +587,40 @@ def check_detected(o: Outcome) -> None:
 
 
 def check_exported(o: Outcome) -> None:
-    """The exported file loads and maps an image batch to the network's raw output F."""
+    """The exported file loads and maps an image batch to the network's raw output F (an INT8 export: its fp32 vs
+    INT8 mAP line printed, and the model marked INT8)."""
     fmt = o.option('--format')
-    out = Path(o.option('--out') or o.work / Path(o.option('--weights')).with_suffix(f'.{fmt}'))
+    suffix = '.int8.onnx' if '--int8' in o.argv else f'.{fmt}'
+    out = Path(o.option('--out') or o.work / Path(o.option('--weights')).with_suffix(suffix))
     assert o.fresh(out)
     if fmt == 'torchscript':
         with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript, which is the format documented here
             warnings.simplefilter('ignore', DeprecationWarning)
             f = torch.jit.load(str(out))(torch.rand(1, 3, 64, 64))
         assert f.shape[0] == 1 and f.shape[2:] == (2, 2)
+    else:
+        from yolo_lrm.onnxrun import OnnxNetwork
+        net = OnnxNetwork(out)
+        f = net(torch.rand(1, 3, net.height, net.width))
+        assert f.shape == (1, net.num_anchors * (5 + net.num_classes), net.height // 32, net.width // 32)
+        if '--int8' in o.argv:
+            assert net.precision == 'int8' and re.search(r'^mAP@\.5 \(VOC07\) on .*: fp32 [\d.]+, INT8 [\d.]+',
+                                                         o.stdout, re.MULTILINE), o.stdout
+
+
+def _without_onnx(command: Command) -> bool:
+    """An ONNX export where the `onnx` extra (onnx, onnxscript, onnxruntime) is not installed."""
+    return 'onnx' in command.argv and any(importlib.util.find_spec(m) is None
+                                          for m in ('onnx', 'onnxscript', 'onnxruntime'))
+
+
+def check_onnx_extra_named(work: Work, command: Command) -> None:
+    """Without the extra, the command stops with the install command instead of a traceback."""
+    argv = list(command.argv)
+    work.make_inputs_of(argv)
+    proc = subprocess.run([sys.executable, *argv[1:]], cwd=work.path, env=child_env(), capture_output=True,
+                          text=True, timeout=TIMEOUT_S, check=False)
+    assert proc.returncode == 1 and 'pip install' in proc.stderr, proc.stderr[-2000:]
 
 
 def check_converted(o: Outcome) -> None:
@@ -804,6 +829,8 @@ SKIPPED: list[Skip] = [
     Skip(('bash', 'scripts/demo.sh'), 'installs and trains for minutes: .ci/run runs it in a short form on the fresh '
          'clone', check_script_wired_into_ci),
     Skip(('bash', 'scripts/test.sh'), 'runs this very test suite: .ci/run runs it', check_script_wired_into_ci),
+    Skip(('python', '-m', 'yolo_lrm.export'), 'the onnx extra is not installed (pip install "yolo_lrm[onnx]"); '
+         'checked: the command says so', check_onnx_extra_named, when=_without_onnx),
     Skip(('torchrun',), 'starts several training processes (multi-GPU); checked: the options parse and name files '
          'of the repository', check_torchrun_parses),
     Skip(('python', 'detect.py'), 'needs a camera and a window; checked: runs up to opening the camera',

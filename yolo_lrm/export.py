@@ -4,25 +4,34 @@ The exported model maps a (B, 3, H, W) batch of letterboxed RGB images in [0, 1]
 region output F (B, A*(5+C), H/32, W/32), channel n*(5+C)+e = entry e (x, y, w, h, obj, classes...) of anchor n.
 Decoding and NMS are not part of the graph: the reference is `yolo_lrm.head.detect(F, anchors, conf, nms, loss)`
 followed by `yolo_lrm.letterbox.unletterbox`, and everything they need (anchors, classes, names, loss variant, input
-size) is written beside the model as `<out>.json` (and inside the TorchScript file as `meta.json`).
+size) is written beside the model as `<out>.json` and inside it: the ONNX model's metadata entry `yolo_lrm`
+(which `onnxrun.OnnxNetwork` reads), the TorchScript file's `meta.json`.
 
 `python -m yolo_lrm.export --weights W [--cfg CFG] --format onnx|torchscript [--img-size N] [--out F]`
-ONNX needs the optional packages `onnx` and `onnxscript` (`pip install onnx onnxscript`, or the `onnx` extra):
-torch >= 2.9 exports through `torch.export`, which builds the graph with onnxscript.
+`python -m yolo_lrm.export --weights W --format onnx --int8 --calib DATA [--calib-images N]`: static INT8 (see
+`quantize.py`), calibrated on N letterboxed images of DATA's train= list; prints fp32 vs INT8 mAP on its valid=.
+ONNX needs the optional packages `onnx` and `onnxscript`, INT8 and running the models `onnxruntime`
+(`pip install "yolo_lrm[onnx]"`): torch >= 2.9 exports through `torch.export`, which builds the graph with onnxscript.
 """
 from __future__ import annotations
 
 import argparse
 import importlib.util
 import json
+import logging
+import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 
+from .atomic import atomic_write
 from .cfg import CfgError
+from .data.datafile import DataCfg, parse_data
 from .checkpoint import load_model
 from .model import Darknet
+from .onnxrun import INPUT, META_KEY, META_VERSION, OUTPUT, OnnxNetwork
+from .quantize import DEFAULT, DEFAULT_CALIB_IMAGES, calibration_paths, quantize_int8, settings_meta
 
 FORMATS = {'torchscript': '.torchscript', 'onnx': '.onnx'}
 
@@ -33,7 +42,8 @@ class ExportError(RuntimeError):
 
 def metadata(net: Darknet, names: list[str] | None, size: tuple[int, int]) -> dict:
     """What a consumer needs to decode F outside this package."""
-    return {'input': {'shape': [-1, 3, size[1], size[0]], 'format': 'RGB float [0,1], Darknet letterbox on 0.5 gray'},
+    return {'version': META_VERSION, 'precision': 'fp32', 'stride': net.stride,
+            'input': {'shape': [-1, 3, size[1], size[0]], 'format': 'RGB float [0,1], Darknet letterbox on 0.5 gray'},
             'output': 'F (B, A*(5+C), H/32, W/32); channel n*(5+C)+e = entry e of anchor n',
             'anchors': net.region['anchors'], 'num_anchors': net.num_anchors, 'classes': net.num_classes,
             'names': names or [f'class{i}' for i in range(net.num_classes)], 'loss': net.region['loss'],
@@ -71,20 +81,74 @@ def check_onnx_available() -> None:
                           f'(torch {torch.__version__} exports ONNX through torch.export + onnxscript)')
 
 
-def export_onnx(net: Darknet, size: tuple[int, int], out: Path, dynamic_batch: bool = True,
+def export_onnx(net: Darknet, size: tuple[int, int], out: Path, meta: dict, dynamic_batch: bool = True,
                 opset: int | None = None) -> Path:
-    """Export to ONNX (input `images`, output `F`), with a dynamic batch dimension unless told otherwise."""
+    """Export to ONNX (input `images`, output `F`) with `meta` embedded, a dynamic batch dimension unless told
+    otherwise; the file is written atomically."""
     check_onnx_available()
+    import onnx
     x = example_input(size, 2 if dynamic_batch else 1)
     shapes = {'x': {0: torch.export.Dim('batch', min=1, max=1024)}} if dynamic_batch else None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore')  # the exporter is chatty about internals we do not control
-            torch.onnx.export(prepare(net), (x,), str(out), input_names=['images'], output_names=['F'],
-                              dynamic_shapes=shapes, opset_version=opset, dynamo=True, external_data=False)
-    except Exception as exc:  # the exporter raises many types; the message is what matters to the user
-        raise ExportError(f'{out}: ONNX export failed ({exc.__class__.__name__}: {exc})') from None
+    with tempfile.TemporaryDirectory(prefix='yolo_lrm_export_') as tmp:
+        raw = Path(tmp) / 'raw.onnx'
+        # the exporter logs a warning per torchvision operator it cannot register (torchvision is not ours to need)
+        logging.getLogger('torch.onnx._internal.exporter._registration').setLevel(logging.ERROR)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore')  # the exporter is chatty about internals we do not control
+                torch.onnx.export(prepare(net), (x,), str(raw), input_names=[INPUT], output_names=[OUTPUT],
+                                  dynamic_shapes=shapes, opset_version=opset, dynamo=True, external_data=False,
+                                  verbose=False)
+        except Exception as exc:  # the exporter raises many types; the message is what matters to the user
+            raise ExportError(f'{out}: ONNX export failed ({exc.__class__.__name__}: {exc})') from None
+        save_onnx(onnx.load(str(raw)), out, meta)
     return out
+
+
+def save_onnx(model, out: str | Path, meta: dict) -> None:
+    """Write an ONNX model atomically with `meta` as its `yolo_lrm` metadata entry.  The exporter's per-node
+    metadata (source stack traces naming the exporting machine's paths) is dropped: it is for debugging the exporter."""
+    for node in model.graph.node:
+        del node.metadata_props[:]
+    props = {p.key: p.value for p in model.metadata_props if p.key != META_KEY}
+    del model.metadata_props[:]
+    for key, value in {**props, META_KEY: json.dumps(meta)}.items():
+        model.metadata_props.add(key=key, value=value)
+    atomic_write(out, lambda f: f.write(model.SerializeToString()))
+
+
+def export_int8(net: Darknet, size: tuple[int, int], out: Path, meta: dict, calib: str, paths: list[str],
+                opset: int | None = None) -> dict:
+    """Export fp32, quantize it (`quantize.DEFAULT`, calibrated on `paths`) into `out`, and return the INT8 model's
+    metadata; with a valid= list in `calib`, print the fp32 and INT8 mAP on it."""
+    import onnx
+    with tempfile.TemporaryDirectory(prefix='yolo_lrm_int8_') as tmp:
+        fp32, int8 = Path(tmp) / 'fp32.onnx', Path(tmp) / 'int8.onnx'
+        export_onnx(net, size, fp32, meta, opset=opset)
+        reader = quantize_int8(fp32, int8, paths, *size)
+        meta = {**meta, 'precision': 'int8', 'quantization': settings_meta(DEFAULT, reader, calib)}
+        save_onnx(onnx.load(str(int8)), out, meta)
+        print(f'{out}: INT8 ({DEFAULT.label()}), calibrated on {len(reader.used)} images of {calib} train='
+              + (f' ({len(reader.skipped)} unreadable, skipped)' if reader.skipped else ''))
+        data = parse_data(calib)
+        if not data.has('valid'):
+            print(f'no mAP comparison: {calib} has no valid= list')
+        elif size[0] != size[1]:
+            print(f'no mAP comparison: evaluation runs square inputs, the export is {size[0]}x{size[1]}')
+        else:
+            try:
+                compare_map(fp32, out, data)
+            except (CfgError, ValueError) as exc:  # the INT8 model is written and sound; say why there is no figure
+                print(f'no mAP comparison: {exc}')
+    return meta
+
+
+def compare_map(fp32: Path, int8: Path, data: DataCfg) -> tuple[float, float]:
+    """VOC07 mAP@.5 of the fp32 and the INT8 model on the data's valid= list, printed; returns both (percent)."""
+    from .evaluate import evaluate_model
+    maps = [100 * evaluate_model(OnnxNetwork(p), data, progress=False).map for p in (fp32, int8)]
+    print(f'mAP@.5 (VOC07) on {data["valid"]}: fp32 {maps[0]:.2f}, INT8 {maps[1]:.2f} ({maps[1] - maps[0]:+.2f})')
+    return maps[0], maps[1]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -98,23 +162,46 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument('--out', help='output file (default: the weights path with .torchscript / .onnx)')
     ap.add_argument('--static-batch', action='store_true', help='ONNX: fixed batch 1 instead of a dynamic batch')
     ap.add_argument('--opset', type=int, help='ONNX opset (default: the exporter\'s)')
+    ap.add_argument('--int8', action='store_true', help='ONNX: static INT8 quantization (needs --calib)')
+    ap.add_argument('--calib', metavar='DATA', help='.data whose train= images calibrate --int8 (its valid= list, '
+                    'if any, compares fp32 and INT8 mAP)')
+    ap.add_argument('--calib-images', type=int, default=DEFAULT_CALIB_IMAGES, metavar='N',
+                    help=f'calibration images, evenly spaced over train= (default {DEFAULT_CALIB_IMAGES})')
     return ap.parse_args(argv)
+
+
+def check_int8_args(args: argparse.Namespace) -> list[str]:
+    """The calibration images for --int8 ([] without it); the flags' combinations checked before any export."""
+    if not args.int8:
+        if args.calib:
+            raise ValueError('--calib calibrates --int8: add --int8 (or drop --calib)')
+        return []
+    if args.format != 'onnx':
+        raise ValueError(f'--int8 is an ONNX export: use --format onnx, not {args.format}')
+    if not args.calib:
+        raise ValueError('--int8 needs calibration images: --calib DATA (a .data whose train= list holds real '
+                         'images of the kind the model will see)')
+    return calibration_paths(args.calib, args.calib_images)
 
 
 def main(argv: list[str] | None = None) -> Path:
     """Run the export; user errors exit with a one-line message."""
     args = parse_args(argv)
     try:
+        calib = check_int8_args(args)
         net, names = load_model(args.weights, args.cfg)
         size = (net.width, net.height) if not args.img_size else (args.img_size[0], args.img_size[-1])
         if len(args.img_size or []) > 2:
             raise ValueError(f'--img-size {args.img_size}: give N or W H')
         net.check_input_size(*size)
-        out = Path(args.out or Path(args.weights).with_suffix(FORMATS[args.format]))
+        suffix = '.int8.onnx' if args.int8 else FORMATS[args.format]
+        out = Path(args.out or Path(args.weights).with_suffix(suffix))
         out.parent.mkdir(parents=True, exist_ok=True)
         meta = metadata(net, names, size)
-        if args.format == 'onnx':
-            export_onnx(net, size, out, not args.static_batch, args.opset)
+        if args.int8:
+            meta = export_int8(net, size, out, meta, args.calib, calib, args.opset)
+        elif args.format == 'onnx':
+            export_onnx(net, size, out, meta, not args.static_batch, args.opset)
         else:
             export_torchscript(net, size, out, meta)
         meta_path = out.with_name(out.name + '.json')

@@ -1,8 +1,6 @@
 """The Darknet layer types as small `nn.Module`s, each reproducing Darknet's semantics exactly."""
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -86,7 +84,9 @@ class MaxPool(nn.Module):
         after_h = max(0, (self.out_size(h) - 1) * self.stride + self.size - before - h)
         after_w = max(0, (self.out_size(w) - 1) * self.stride + self.size - before - w)
         if before or after_h or after_w:
-            x = F.pad(x, (before, after_w, before, after_h), value=-math.inf)
+            # edge copies, not -inf: every window that reaches outside holds the edge cell, so the maxima (and
+            # gradients) are the same, and an ONNX export has no infinite pad value for INT8 to quantize (to NaN)
+            x = F.pad(x, (before, after_w, before, after_h), mode='replicate')
         return F.max_pool2d(x, self.size, self.stride)
 
 

@@ -53,6 +53,10 @@ class DataCfg:
     def __getitem__(self, key: str) -> Any:
         return self.options[key]
 
+    def has(self, key: str) -> bool:
+        """Whether the file gives split `train`, `valid` or `test` (a data.yaml's split or a `.data` list)."""
+        return key in self.splits or bool(self[key])
+
     def images(self, key: str) -> ImageList:
         """The images of `train`, `valid` or `test`: a data.yaml's split, or the `.data`'s list file, read now."""
         if key in self.splits:

@@ -54,10 +54,9 @@ def load_split(data_path: str | os.PathLike, split: str) -> Split:
     if split not in SPLITS:
         raise ValueError(f'--split {split}: choose one of {", ".join(SPLITS)}')
     data = parse_data(data_path)
-    if split not in data.splits and not data[split]:
+    if not data.has(split):
         raise CfgError(f'{data.path}: no {split}= list to audit')
-    if split not in data.splits:
-        data.require(split)
+    data.require(split)
     images = data.images(split)
     report = scan_dataset(images, data.classes)
     report.raise_errors()
