@@ -483,3 +483,22 @@ def test_mining_table_has_method_and_improvement_columns():
     assert [table[v.name]['Method'] for v in variants] == ['-', 'LRM', 'S-LRM stratified', 'IoU-balanced cls, η 1.5']
     assert table['slrm']['Δ vs Loss2'] == '+8.50 ± 2.12' and table['iou-cls']['Δ vs Loss2'] == '-2.00 ± 2.83'
     assert table['iou-cls']['LRM'] == '✗' and table['slrm']['Hard examples'] == '256'
+
+
+def test_pairing_statistics_against_hand_computation():
+    """pair_r, the unpaired Δ and its Welch interval, by hand for three seeds (and a fourth baseline seed)."""
+    base = {0: 0.50, 1: 0.60, 2: 0.55, 3: 0.65}
+    runs = [{'seed': s} for s in (0, 1, 2)]
+    scores = [{'map': m, 'per_class': {}} for m in (0.52, 0.63, 0.56)]
+    st = report.split_stats(runs, scores, base)
+    x, y = [0.52, 0.63, 0.56], [0.50, 0.60, 0.55]
+    mx, my = sum(x) / 3, sum(y) / 3
+    r = sum((a - mx) * (b - my) for a, b in zip(x, y)) / math.sqrt(sum((a - mx) ** 2 for a in x)
+                                                                    * sum((b - my) ** 2 for b in y))
+    assert st['pair_r'] == pytest.approx(r) and r > 0.9
+    assert st['delta_unpaired'] == pytest.approx(mx - sum(base.values()) / 4)
+    va, vb = 0.0031 / 3, 0.0041666667 / 4                            # sample variances / n
+    assert st['delta_unpaired_ci95'] == pytest.approx(report._T975[3] * math.sqrt(va + vb), rel=1e-3)  # df 4.8 -> 4
+    # with r this high the paired interval is far narrower than the unpaired one
+    assert st['delta_ci95'] < st['delta_unpaired_ci95'] / 3
+    assert report.pearson([1, 2], [3, 4]) is None and report.welch_ci95([1.0], [1.0, 2.0]) is None

@@ -36,23 +36,53 @@ def ci95(values: Sequence[float]) -> float | None:
     return _T975[min(len(values) - 1, len(_T975)) - 1] * statistics.stdev(values) / len(values) ** 0.5
 
 
+def welch_ci95(a: Sequence[float], b: Sequence[float]) -> float | None:
+    """Half-width of the Welch 95 % interval of mean(a) − mean(b) (unequal variances; Welch–Satterthwaite degrees of
+    freedom, rounded down); None with fewer than two values on a side."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    if va + vb == 0:
+        return 0.0
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    return _T975[min(max(int(df), 1), len(_T975)) - 1] * (va + vb) ** 0.5
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Pearson's r of paired values (None for fewer than three pairs or a constant side)."""
+    if len(x) < 3:
+        return None
+    mx, my = statistics.fmean(x), statistics.fmean(y)
+    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y))
+    sxx, syy = sum((a - mx) ** 2 for a in x), sum((b - my) ** 2 for b in y)
+    return sxy / (sxx * syy) ** 0.5 if sxx > 0 and syy > 0 else None
+
+
 def split_stats(runs: Sequence[dict[str, Any]], scores: Sequence[dict[str, Any] | None],
                 base_by_seed: dict[int, float | None] | None) -> dict[str, Any]:
     """Over seeds, for one split: mAP mean and std, per-class means and stds, and (with `base_by_seed`, the
     baseline's mAP per seed) the paired improvement: per seed ([seed, Δ] pairs), mean, std, 95 % interval
-    half-width, wins and losses.  `scores` holds each run's `{'map', 'per_class'}` on the split (None: diverged, or
-    not scored there)."""
+    half-width, wins and losses; whether pairing helps: `pair_r`, the correlation of the row's and the baseline's
+    mAP over the paired seeds (pairing narrows the interval only when it is clearly positive), and the unpaired
+    difference of means over all seeds of both with its Welch interval.  `scores` holds each run's `{'map',
+    'per_class'}` on the split (None: diverged, or not scored there)."""
     maps = [s['map'] if s else None for s in scores]
     m, sd = _mean_std(maps)
     classes = list(next((s['per_class'] for s in scores if s), {}))
     per_class = {c: _mean_std([s['per_class'][c] if s else None for s in scores]) for c in classes}
-    by_seed = [[r['seed'], v - base_by_seed[r['seed']]] for r, v in zip(runs, maps)
-               if base_by_seed is not None and v is not None and base_by_seed.get(r['seed']) is not None]
+    pairs = [(r['seed'], v, base_by_seed[r['seed']]) for r, v in zip(runs, maps)
+             if base_by_seed is not None and v is not None and base_by_seed.get(r['seed']) is not None]
+    by_seed = [[seed, v - b] for seed, v, b in pairs]
     deltas = [d for _, d in by_seed]
     dm, ds = _mean_std(deltas) if base_by_seed is not None else (None, None)
+    mine = [v for v in maps if v is not None]
+    base_all = [v for v in (base_by_seed or {}).values() if v is not None]
+    unpaired = statistics.fmean(mine) - statistics.fmean(base_all) if mine and base_all else None
     return {'map_mean': m, 'map_std': sd, 'delta_mean': dm, 'delta_std': ds, 'delta_ci95': ci95(deltas),
             'wins': sum(d > 0 for d in deltas), 'losses': sum(d < 0 for d in deltas), 'pairs': len(deltas),
-            'delta_by_seed': by_seed,
+            'delta_by_seed': by_seed, 'pair_r': pearson([v for _, v, _ in pairs], [b for _, _, b in pairs]),
+            'delta_unpaired': unpaired, 'delta_unpaired_ci95': welch_ci95(mine, base_all) if unpaired is not None
+            else None,
             'per_class_mean': {c: v[0] for c, v in per_class.items()},
             'per_class_std': {c: v[1] for c, v in per_class.items()}}
 
@@ -310,7 +340,31 @@ def markdown_report(grid: str, rows: Sequence[dict[str, Any]], records: Sequence
 
 def _by_seed(rows: Sequence[dict[str, Any]], split: str) -> list[str]:
     table = seed_delta_table(rows, split)
-    return ['', 'Paired Δ vs Loss2 by seed (points):', '', table] if table else []
+    pairing = pairing_table(rows, split)
+    return (['', 'Paired Δ vs Loss2 by seed (points):', '', table] if table else []) + (
+        ['', 'Does pairing by seed help? r: correlation of the row\'s and the baseline\'s mAP over the same seeds '
+             '(pairing narrows the interval only when r is clearly positive); unpaired: the difference of the means '
+             'over all seeds of each, with its Welch 95 % interval:', '', pairing] if pairing else [])
+
+
+def pairing_table(rows: Sequence[dict[str, Any]], split: str = 'valid') -> str:
+    """Per row with a paired Δ on `split`: same-seed r, the paired Δ and interval, the unpaired Δ and interval."""
+    stats = [(r, r if split == 'valid' else r.get('test')) for r in rows]
+    stats = [(r, st) for r, st in stats if st and st.get('delta_unpaired') is not None and r['variant'] != r['baseline']]
+    if not stats:
+        return ''
+    lines = ['| Variant | seeds (row / baseline) | r | paired Δ | 95 % CI | unpaired Δ | Welch 95 % CI |',
+             '|---|---|---:|---:|---:|---:|---:|']
+    base = next((r for r in rows if r['variant'] == r['baseline']), None)
+    n_base = len(base['seeds']) - base['diverged'] if base else 0
+    for r, st in stats:
+        r_text = '-' if st.get('pair_r') is None else f"{st['pair_r']:+.2f}"
+        paired, interval, _ = _paired_cells(st)
+        ci = st['delta_unpaired_ci95']
+        welch = '-' if ci is None else f"[{100 * (st['delta_unpaired'] - ci):+.2f}, {100 * (st['delta_unpaired'] + ci):+.2f}]"
+        lines.append(f"| {r['variant']} | {len(r['seeds']) - r['diverged']} / {n_base} | {r_text} | {paired} | "
+                     f"{interval} | {_pct(st['delta_unpaired'], sign=True)} | {welch} |")
+    return '\n'.join(lines)
 
 
 def best_rows(rows: Sequence[dict[str, Any]], records: Sequence[dict[str, Any]]) -> list[str]:
