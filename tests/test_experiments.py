@@ -311,6 +311,24 @@ def test_builtin_grids():
     assert 'region.focal=1' in loss[2].overrides
 
 
+
+def test_fixed_grid_is_the_papers_best_rows_and_resolves_on_the_mobilenet_cfg(tmp_path):
+    """The pretrained study's rows are fixed in advance; each resolves on the MobileNet cfg with its CPU preset (the
+    preset's own keys hold: lr .002, channels_last, the probe on every row)."""
+    rows = grids.fixed_grid()
+    assert [v.name for v in rows] == ['baseline', 'lrm-k128-nms0.7', 'lrm-k256-nms0.7', 'loss1', 'loss1-focal']
+    budget = grids.load_budget('bccd-mobilenet-cpu')
+    settings = []
+    for v in rows:
+        spec = runner.make_spec(v, 0, budget, [], str(ROOT / 'cfg' / 'yolov2-mobilenet-bccd.cfg'),
+                                str(ROOT / 'data' / 'demo.data'), tmp_path, 'voc07', {'device': 'cpu'})
+        assert spec.args.channels_last and 'lrm.probe=1' in spec.args.set and 'net.learning_rate=0.002' in spec.args.set
+        settings.append(grids.settings_of(spec.args))
+    assert [(s['loss'], s['focal'], s['hard_examples'], s['nms']) for s in settings] == [
+        ('loss2', False, None, None), ('loss2', False, 128, 0.7), ('loss2', False, 256, 0.7),
+        ('loss1', False, None, None), ('loss1', True, None, None)]
+
+
 def test_mining_grid_variants_parse_and_name_their_method(tmp_path):
     lrm = grids.lrm_variant(256, 0.7).overrides
     base = grids.BASELINE.overrides

@@ -17,10 +17,11 @@ from .loss import check_loss_settings
 from .trainargs import TrainArgs, cfg_overrides
 from .textfile import read_text
 
-GRIDS = ('lrm', 'loss', 'mining', 'custom')
+GRIDS = ('lrm', 'loss', 'mining', 'fixed', 'custom')
 HARD_EXAMPLES = (64, 128, 256)
 NMS_THRESHOLDS = (None, 0.5, 0.7)          # None: no NMS on the loss ranking (lrm.nms=1)
 PAPER_BEST = (256, 0.7)                    # Table III (VOC): the best K / NMS of the paper
+KITTI_BEST = (128, 0.7)                    # Table II (KITTI): the best K / NMS of the paper
 SLRM_BETA = 1.9                            # S-OHEM's target β on VOC07 (2.3 on KITTI)
 SLRM_SCHEDULE = (0.5, 0.25)                # β ramps from 0 after this share of a run's images, over this share
 SLRM_FIXED = (1_440_000, 720_000)          # the same shares of the paper budget (45k x 64), for runs of unknown length
@@ -53,6 +54,18 @@ BUDGETS = {
     # cfg/yolov2-bccd.cfg on data/bccd.data (train 205 -> val 87; --test-data data/bccd-test.data: test 72) on a
     # 2-core CPU: the cfg's own schedule, 1200 updates of 8 at 416 (~47 epochs); docs/results.md gives the learning
     # curve at twice this budget and the measured times
+    # the pretrained study (#33): cfg/yolov2-mobilenet-bccd.cfg from weights/mobilenet_v1.conv.27 on data/bccd.data
+    # on a CPU: the cfg's own schedule, 1200 updates of 8 at 416; lr .002 (the network diverged at .005 and .01 at
+    # batch 8); channels_last (fp32: bf16 is native on few CPUs and every row of a grid must run alike); every run
+    # also measures what LRM K=256 / NMS .7 would drop (lrm.probe); docs/results.md gives the curve at twice this
+    'bccd-mobilenet-cpu': Budget('bccd-mobilenet-cpu',
+                                 {'batch': 8, 'subdivisions': 1, 'max_batches': 1200, 'img_size': 416, 'workers': 2,
+                                  'eval_interval': 200, 'save_interval': 100, 'channels_last': True,
+                                  'set': ['net.burn_in=200', 'net.learning_rate=0.002', 'net.policy=steps',
+                                          'net.steps=960,1080', 'net.scales=.1,.1', 'region.random=0',
+                                          'lrm.probe=1']},
+                                 'voc07', 'BCCD at 416, MobileNet-YOLOv2 from ImageNet (cfg/yolov2-mobilenet-bccd.cfg), '
+                                 'CPU'),
     'bccd-cpu': Budget('bccd-cpu', {'batch': 8, 'subdivisions': 1, 'max_batches': 1200, 'img_size': 416,
                                     'workers': 2, 'eval_interval': 1200, 'save_interval': 100,
                                     'set': ['net.burn_in=200', 'net.learning_rate=0.02', 'net.policy=steps',
@@ -132,6 +145,13 @@ def loss_grid(best: tuple[int, float | None]) -> list[Variant]:
     """Table IV: Loss2, Loss1, Loss1 + focal loss, Loss2 + LRM(best)."""
     return [BASELINE, Variant('loss1', (*_loss('loss1', 0), 'lrm.hard_examples=0')),
             Variant('loss1-focal', (*_loss('loss1', 1), 'lrm.hard_examples=0')), lrm_variant(*best)]
+
+
+def fixed_grid() -> list[Variant]:
+    """The pretrained study's rows, fixed in advance from the paper's own best settings (none chosen on a split):
+    Loss2, Loss2 + LRM at Table II's and Table III's best, Loss1, Loss1 + focal loss (Table IV)."""
+    loss1 = loss_grid(PAPER_BEST)[1:3]
+    return [BASELINE, lrm_variant(*KITTI_BEST), lrm_variant(*PAPER_BEST), *loss1]
 
 
 def mining_grid(best: tuple[int, float | None], images: int | None) -> list[Variant]:
@@ -218,6 +238,8 @@ def grid_variants(grid: str, extra: Sequence[Variant], out: Path, images: int | 
     note = ''
     if grid == 'lrm':
         variants = lrm_grid()
+    elif grid == 'fixed':
+        variants = fixed_grid()
     elif grid in ('loss', 'mining'):
         best, note = best_lrm_setting(out)
         variants = loss_grid(best) if grid == 'loss' else mining_grid(best, images)

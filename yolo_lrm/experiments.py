@@ -1,6 +1,6 @@
 """The paper's comparison tables with one command: a grid of training runs, each evaluated, then tables and plots.
 
-    python -m yolo_lrm.experiments --cfg CFG --data DATA [--grid lrm|loss|mining|custom] [--variant NAME:KEY=V,...]
+    python -m yolo_lrm.experiments --cfg CFG --data DATA [--grid lrm|loss|mining|fixed|custom] [--variant NAME:KEY=V,...]
                                    [--set KEY=V ...] [--seeds 0 1 2] [--budget demo|bccd|paper|FILE.json]
                                    [--out DIR] [--device D] [--workers N] [--metric voc07|area|kitti|kitti-voc]
 
@@ -22,10 +22,14 @@ Grids (each variant is a list of cfg overrides on top of the budget's and `--set
             kshare-kK-nmsT             adaptive K: the hard examples carrying 0.9 of the image's loss, at most K
             soft-kK-nmsT               soft LRM: the other predictions keep 0.25 of their loss
             ohem-kK-nmsT               SSD-style: every foreground + 3 hard backgrounds per foreground, at most K
+  fixed   the pretrained study's rows, fixed in advance from the paper's own best settings: baseline (Loss2),
+          Loss2 + LRM K=128 / NMS .7 (Table II's best, KITTI), K=256 / NMS .7 (Table III's best, VOC), Loss1,
+          Loss1 + focal loss (Table IV); no row is chosen on a split.
   custom  only the `--variant`s (which may also be added to the other grids).
 
-Every run goes through the normal trainer with the same budget and seed (seed = initial weights, data order and
-augmentation, so the variants of one seed see the same images in the same order), then its final weights
+Runs go seed by seed (every row of seed 0, then of seed 1, ...), each through the normal trainer with the same
+budget and seed (seed = initial weights, data order and augmentation, so the variants of one seed see the same
+images in the same order), then its final weights
 (`weights/last.pt`, not the best-on-test `best.pt`) are scored on the data's `valid=` list with `evaluate_model`.
 A run lives in `OUT/runs/<variant>-s<seed>/` and is finished when its result file `experiment.json` exists; a run
 with `weights/last.pt` but no result continues with the trainer's `--resume`, so an interrupted grid is resumed by
@@ -84,7 +88,7 @@ def run_grid(opts: argparse.Namespace, log=print) -> dict[str, Any]:
     if note:
         log(f'Loss2 + LRM: {note}')
     specs = [make_spec(v, s, budget, opts.set, opts.cfg, opts.data, out, metric, options, opts.test_data)
-             for v in variants for s in dict.fromkeys(opts.seeds)]
+             for s in dict.fromkeys(opts.seeds) for v in variants]  # seed by seed: each seed's rows pair up early
     for spec in specs:  # every override is checked before the first run starts
         settings_of(spec.args)
     out.mkdir(parents=True, exist_ok=True)
