@@ -428,6 +428,19 @@ def test_budget_presets_and_files(tmp_path):
         TrainArgs(**preset.train)
 
 
+
+def test_run_records_keep_paths_below_the_working_directory_relative(tmp_path, monkeypatch):
+    """Records are committed: a cfg, data, weights or output folder below the working directory is kept relative
+    (no machine's folders in them); one outside it stays absolute."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / 'cfg').mkdir()
+    spec = runner.make_spec(grids.BASELINE, 0, grids.load_budget(None), [], str(tmp_path / 'cfg' / 'a.cfg'), 'd.data',
+                            tmp_path / 'out', 'voc07', {'device': 'cpu', 'weights': runner.portable_path('w.conv')},
+                            str(tmp_path.parent / 'test.data'))
+    assert (spec.args.cfg, spec.args.data, spec.args.weights) == (str(Path('cfg', 'a.cfg')), 'd.data', 'w.conv')
+    assert spec.args.project == str(Path('out', 'runs')) and spec.test_data == str(tmp_path.parent / 'test.data')
+
+
 def _record(variant, seed, m, loss='loss2', k=None):
     settings = {'loss': loss, 'focal': False, 'lrm': k is not None, 'hard_examples': k, 'nms': None}
     return {'variant': variant, 'seed': seed, 'map': m, 'settings': settings,

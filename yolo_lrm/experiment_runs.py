@@ -50,17 +50,25 @@ class RunSpec:
         return Path(self.args.project) / self.args.name
 
 
+def portable_path(path: str | os.PathLike) -> str:
+    """A path as a run's record keeps it: relative to the working directory when below it (records are committed and
+    compared across checkouts: no machine's folders in them), else absolute."""
+    full = os.path.abspath(path)
+    rel = os.path.relpath(full)
+    return full if rel == '..' or rel.startswith('..' + os.sep) else rel
+
+
 def make_spec(variant: Variant, seed: int, budget: Budget, user_set: Sequence[str], cfg: str, data: str,
               out: Path, metric: str, options: dict[str, Any], test_data: str | None = None) -> RunSpec:
     """The TrainArgs of one run: the budget's options, then `options` (command line: device, workers, weights,
     clear); cfg overrides: the budget's, then `--set`, then the variant's (the variant wins).  No Darknet backups
     outside the run folder: the runs of one cfg would overwrite each other's in the data's `backup=`."""
     train_opts = {**{k: v for k, v in budget.train.items() if k != 'set'}, **options}
-    args = TrainArgs(cfg=os.path.abspath(cfg), data=os.path.abspath(data), seed=seed,
+    args = TrainArgs(cfg=portable_path(cfg), data=portable_path(data), seed=seed,
                      set=[*budget.train.get('set', []), *user_set, *variant.overrides],
-                     project=str(out / 'runs'), name=f'{variant.name}-s{seed}', exist_ok=True,
+                     project=portable_path(out / 'runs'), name=f'{variant.name}-s{seed}', exist_ok=True,
                      eval_metric=metric, backup='', **train_opts)
-    return RunSpec(variant, seed, args, metric, os.path.abspath(test_data) if test_data else None)
+    return RunSpec(variant, seed, args, metric, portable_path(test_data) if test_data else None)
 
 
 def run_images(args: TrainArgs) -> int | None:

@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -63,7 +62,8 @@ from .evaluate import METRICS
 from .experiment_grids import (BASELINE, BUDGETS, GRIDS, ExperimentError, default_metric, grid_variants, load_budget,
                                parse_variant, settings_of)
 from .experiment_report import write_reports
-from .experiment_runs import Interrupted, finished_record, hardware, make_spec, map_text, run_images, run_one
+from .experiment_runs import (Interrupted, finished_record, hardware, make_spec, map_text, portable_path, run_images,
+                              run_one)
 
 
 def cli_options(opts: argparse.Namespace) -> dict[str, Any]:
@@ -72,7 +72,7 @@ def cli_options(opts: argparse.Namespace) -> dict[str, Any]:
     if opts.workers is not None:
         out['workers'] = opts.workers
     if opts.weights:
-        out.update(weights=os.path.abspath(opts.weights), clear=opts.clear)
+        out.update(weights=portable_path(opts.weights), clear=opts.clear)
     return out
 
 
