@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from .atomic import atomic_write
-from .runlog import ResultsCsv
+from ..atomic import atomic_write
+from ..train.runlog import ResultsCsv
 
 if TYPE_CHECKING:
-    from .evaluate import EvalResult
+    from ..evaluation.evaluate import EvalResult
 
 MISSING = 'matplotlib is not installed (pip install "yolo_lrm[plots]")'
 RESULTS_PLOTTED = ('loss', 'coord', 'obj', 'noobj', 'cls', 'prior', 'iou', 'recall50', 'obj_prob', 'noobj_prob', 'lr',
