@@ -16,7 +16,7 @@ from yolo_lrm.cfg import parse_cfg_text
 from yolo_lrm.data.labels import read_image
 from yolo_lrm.inference.detect import Detector, darknet_label_lines, main
 from yolo_lrm.distributed import pick_device
-from yolo_lrm.train.runlog import increment_dir
+from yolo_lrm.runfolder import increment_dir
 from yolo_lrm.reports.draw import clip_boxes, palette
 from yolo_lrm.letterbox import letterbox, letterbox_size
 from yolo_lrm.loss.region import RegionLoss

@@ -166,7 +166,3 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(130) from None
     except (ExperimentError, ValueError, OSError) as exc:  # cfg errors and --device are ValueErrors
         raise SystemExit(f'error: {exc}') from None
-
-
-if __name__ == '__main__':
-    main()

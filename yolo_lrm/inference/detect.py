@@ -29,7 +29,7 @@ from ..head import detect
 from ..letterbox import letterbox, unletterbox
 from ..model import Darknet
 from ..evaluation.resultfiles import kitti_lines
-from ..train.runlog import increment_dir
+from ..runfolder import increment_dir
 from .sources import VIDEO_EXTS, Frame, FrameReader, Skip, SourceError, resolve_source
 from ..textfile import read_lines
 

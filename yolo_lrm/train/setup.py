@@ -15,7 +15,8 @@ from ..checkpoint import load_checkpoint, load_weights
 from ..data.datafile import DataCfg
 from ..distributed import DistInfo
 from ..model import Darknet
-from .runlog import check_parent_dir, previous_run
+from ..runfolder import check_parent_dir
+from .runlog import previous_run
 from .args import RESUME_KEEP, TrainArgs, cfg_overrides, find_resume_checkpoint
 
 

@@ -42,9 +42,9 @@ from .optim import build_optimizer, loss_scale, set_learning_rate
 from ..data.datafile import parse_data
 from ..data.loader import closing_batches, train_loader
 from ..evaluation.evaluate import EvalResult
-from ..reports.plots import plot_results
 from ..reports.run import RunReports
-from .runlog import Meter, ResultsCsv, RunLog, increment_dir
+from ..runfolder import increment_dir
+from .runlog import Meter, ResultsCsv, RunLog, plot_results
 from .runstate import RunState
 from .args import TrainArgs, TrainResult, cfg_overrides  # what a run is asked to do
 from .schedule import current_batch, learning_rate, schedule_warnings
