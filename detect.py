@@ -6,7 +6,7 @@ import os
 # (bench/bench_infer.py).  An explicit OMP_WAIT_POLICY in the environment wins.
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
-from yolo_lrm.detect import main  # noqa: E402
+from yolo_lrm.inference.detect import main  # noqa: E402
 
 if __name__ == '__main__':
     main()

@@ -15,8 +15,8 @@ import sys
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
 from yolo_lrm.cfg import CfgError  # noqa: E402  (after the OpenMP setting)
-from yolo_lrm.trainargs import TrainArgs  # noqa: E402
-from yolo_lrm.trainer import NonFiniteLoss, train  # noqa: E402
+from yolo_lrm.train.args import TrainArgs  # noqa: E402
+from yolo_lrm.train.trainer import NonFiniteLoss, train  # noqa: E402
 
 EXAMPLES = """examples:
   python train.py cfg/demo.cfg data/demo.data                          # the built-in demo, 2-core CPU: 4 min

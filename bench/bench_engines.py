@@ -8,7 +8,7 @@ speed-up over PyTorch measured in the same run.
     python bench/bench_engines.py --weights W.pt --data DATA [--test-data DATA2 ...] [--int8-variants]
 
 Rows (random weights, seed 0: speed does not depend on them):
-  pytorch        yolo_lrm.detect.Detector: BN fused, channels_last (what detect.py runs on a CPU today)
+  pytorch        yolo_lrm.inference.detect.Detector: BN fused, channels_last (what detect.py runs on a CPU today)
   ort, ort-int8  the export (`python -m yolo_lrm.export`) run by onnxrun.OnnxNetwork inside the same Detector, so the
                  end-to-end steps (letterbox, decode, NMS, unletterbox) are detect.py's own; INT8 = quantize.DEFAULT
                  calibrated on --calib's train= images
@@ -24,7 +24,7 @@ and the part above the process before the engine was built.
 
 With `--weights` (a .pt) and `--data`: VOC07 mAP@.5 on the data's valid= (and each --test-data's) of the PyTorch
 network, ORT fp32 and INT8 (quantize.DEFAULT, or every setting of INT8_VARIANTS with --int8-variants, each with its
-batch-1 network time), all through yolo_lrm.evaluate.evaluate_model.
+batch-1 network time), all through yolo_lrm.evaluation.evaluate.evaluate_model.
 """
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from yolo_lrm.checkpoint import load_model  # noqa: E402
-from yolo_lrm.detect import Detector  # noqa: E402
+from yolo_lrm.inference.detect import Detector  # noqa: E402
 from yolo_lrm.export import export_onnx, metadata, save_onnx  # noqa: E402
 from yolo_lrm.model import Darknet  # noqa: E402
 from yolo_lrm.onnxrun import INPUT, META_KEY, OUTPUT, OnnxError, OnnxNetwork, Runner, check_signature  # noqa: E402
@@ -371,7 +371,7 @@ def record(out: list[dict], cfg: str, engine: str, batch: int, mem: dict) -> Non
 def accuracy_table(args: argparse.Namespace, work: Path, calib: list[str]) -> list[dict]:
     """VOC07 mAP@.5 of the trained network in PyTorch, ORT fp32 and each INT8 setting, on --data's valid= and each
     --test-data's; then each model's batch-1 network time, interleaved (and each INT8 setting's on --cfgs)."""
-    from yolo_lrm.evaluate import evaluate_model
+    from yolo_lrm.evaluation.evaluate import evaluate_model
     net, names = load_model(args.weights)
     size = (net.width, net.height)
     stem = Path(args.weights).stem

@@ -16,8 +16,8 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from yolo_lrm.evaluate import score_voc, score_voc_files  # noqa: E402
-from yolo_lrm.voc_eval import Detections, GroundTruth, class_ap, class_pr  # noqa: E402
+from yolo_lrm.evaluation.evaluate import score_voc, score_voc_files  # noqa: E402
+from yolo_lrm.evaluation.voc import Detections, GroundTruth, class_ap, class_pr  # noqa: E402
 
 NAMES = [f'c{k:02d}' for k in range(20)]
 

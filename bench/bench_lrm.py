@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))  # runnable from a checkout without installing
 from yolo_lrm.allocator import keep_freed_memory  # noqa: E402
 from yolo_lrm.cfg import apply_overrides  # noqa: E402
 from yolo_lrm.distributed import pick_device  # noqa: E402
-from yolo_lrm.loss import RegionLoss  # noqa: E402
+from yolo_lrm.loss.region import RegionLoss  # noqa: E402
 from yolo_lrm.model import Darknet  # noqa: E402
 
 

@@ -90,8 +90,8 @@ def bench_one(opts: argparse.Namespace) -> dict:
     """Build a Trainer for one cfg and time it (runs in its own process, see `main`)."""
     import torch
     from yolo_lrm.cfg import parse_cfg
-    from yolo_lrm.trainargs import TrainArgs
-    from yolo_lrm.trainer import Trainer
+    from yolo_lrm.train.args import TrainArgs
+    from yolo_lrm.train.trainer import Trainer
     if opts.threads:
         torch.set_num_threads(opts.threads)
     classes = parse_cfg(opts.cfg[0]).region['classes']
@@ -140,7 +140,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument('--malloc', nargs='+', default=['keep'], choices=('keep', 'system'),
                     help='host allocator (YOLO_LRM_MALLOC, see yolo_lrm/allocator.py); two values: their ratio')
     ap.add_argument('--reports', nargs='+', default=['on'], choices=('on', 'off'),
-                    help="the run's pictures and TensorBoard log (yolo_lrm/reports.py); two values: their ratio")
+                    help="the run's pictures and TensorBoard log (yolo_lrm/reports/run.py); two values: their ratio")
     ap.add_argument('--rounds', type=int, default=1, help='repeat every setting this many times, alternating')
     ap.add_argument('--json', help='write all results here')
     ap.add_argument('--one', action='store_true', help=argparse.SUPPRESS)  # internal: run one cfg in this process

@@ -57,14 +57,14 @@ from yolo_lrm.cfg import parse_cfg
 from yolo_lrm.atomic import atomic_write
 from yolo_lrm.data import collate
 from yolo_lrm.data.loader import close_batches
-from yolo_lrm.detect import Detector, synchronize
+from yolo_lrm.inference.detect import Detector, synchronize
 from yolo_lrm.distributed import pick_device
 from yolo_lrm.head import grid_boxes, split_output
-from yolo_lrm.loss import RegionLoss
-from yolo_lrm.lrm import select_hard_examples
+from yolo_lrm.loss.region import RegionLoss
+from yolo_lrm.loss.lrm import select_hard_examples
 from yolo_lrm.model import Darknet
-from yolo_lrm.trainargs import TrainArgs
-from yolo_lrm.trainer import NonFiniteLoss, Trainer
+from yolo_lrm.train.args import TrainArgs
+from yolo_lrm.train.trainer import NonFiniteLoss, Trainer
 from yolo_lrm.weights import load_darknet_weights, save_darknet_weights
 
 SHARED = ROOT.parent / 'shared'

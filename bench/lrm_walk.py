@@ -28,10 +28,10 @@ from yolo_lrm.data.datafile import parse_data  # noqa: E402
 from yolo_lrm.checkpoint import load_model  # noqa: E402
 from yolo_lrm.data.dataset import ListDataset, collate  # noqa: E402
 from yolo_lrm.head import decode  # noqa: E402
-from yolo_lrm.lrm import select_hard_examples  # noqa: E402
-from yolo_lrm import loss as loss_module  # noqa: E402
-from yolo_lrm.loss import RegionLoss  # noqa: E402
-from yolo_lrm.mining import mine as mining_mine  # noqa: E402
+from yolo_lrm.loss.lrm import select_hard_examples  # noqa: E402
+from yolo_lrm.loss import region as loss_module  # noqa: E402
+from yolo_lrm.loss.region import RegionLoss  # noqa: E402
+from yolo_lrm.loss.mining import mine as mining_mine  # noqa: E402
 
 
 def captured_predictions(weights: str, data: str, images: int, k: int):

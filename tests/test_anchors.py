@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from yolo_lrm.anchors import (LabelError, calc_anchors, iou_wh, letterboxed, main as anchors_main, mean_iou,
+from yolo_lrm.data.anchors import (LabelError, calc_anchors, iou_wh, letterboxed, main as anchors_main, mean_iou,
                               read_darknet_labels, read_kitti)
 
 

@@ -251,7 +251,7 @@ def test_a_missing_dataset_names_its_files_and_the_data_files_recipe(tmp_path):
     text = str(info.value)
     assert 'train=' in text and 'val.txt' in text and 'not found' in text
     assert text.endswith('the file says to make it with:\n    python -m yolo_lrm.data.convert voc SRC --out sets/x')
-    from yolo_lrm.evaluate import evaluate_model  # evaluation says the same about its valid= list
+    from yolo_lrm.evaluation.evaluate import evaluate_model  # evaluation says the same about its valid= list
     from yolo_lrm.model import Darknet
     with pytest.raises(CfgError, match=r'valid=.*val\.txt not found; the file says to make it with:\n    python -m'):
         evaluate_model(Darknet(str(Path(__file__).resolve().parents[1] / 'cfg' / 'demo.cfg')), str(data))

@@ -26,7 +26,7 @@ from yolo_lrm.data.datafile import parse_data
 from yolo_lrm.data.layout import label_line
 from yolo_lrm.data.voc import voc_box
 from yolo_lrm.data.yolo import convert_yolo
-from yolo_lrm.detect import resolve_names
+from yolo_lrm.inference.detect import resolve_names
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ['fish', 'shark', 'ray']
@@ -372,7 +372,7 @@ def test_coco_files_must_share_categories(tmp_path):
 def test_class_count_mismatch_names_the_set_that_fixes_it(tmp_path):
     assert parse_cfg(ROOT / 'cfg' / 'demo.cfg').classes_overrides(7) == ['region.classes=7', '17.filters=60']
     from test_train import run_args, tiny_cfg
-    from yolo_lrm.trainer import train
+    from yolo_lrm.train.trainer import train
     cfg = _write(tmp_path / 'tiny.cfg', tiny_cfg(64, batch=2, subdivisions=1, max_batches=2))
     data_yaml = roboflow_export(tmp_path / 'aqua')
     with pytest.raises(CfgError, match=r'tiny\.cfg:\d+: \[region\] key .classes.: 6 classes, but .*data\.yaml has 3; '
@@ -384,7 +384,7 @@ def test_class_count_mismatch_names_the_set_that_fixes_it(tmp_path):
 def test_train_runs_from_a_data_yaml(tmp_path):
     """A few updates straight from a Roboflow export, validated on its val split; nothing written beside it."""
     from test_train import run_args, tiny_cfg
-    from yolo_lrm.trainer import train
+    from yolo_lrm.train.trainer import train
     cfg = _write(tmp_path / 'tiny.cfg', tiny_cfg(64, batch=2, subdivisions=1, max_batches=3))
     data_yaml = roboflow_export(tmp_path / 'aqua', splits=(('train', 'abd'), ('valid', 'ad')))
     before = sorted(p for p in (tmp_path / 'aqua').rglob('*'))

@@ -14,14 +14,14 @@ from yolo_lrm import checkpoint
 from yolo_lrm.box import iou_cxcywh, xyxy_to_cxcywh
 from yolo_lrm.cfg import parse_cfg_text
 from yolo_lrm.data.labels import read_image
-from yolo_lrm.detect import Detector, darknet_label_lines, main
+from yolo_lrm.inference.detect import Detector, darknet_label_lines, main
 from yolo_lrm.distributed import pick_device
-from yolo_lrm.runlog import increment_dir
-from yolo_lrm.draw import clip_boxes, palette
+from yolo_lrm.runfolder import increment_dir
+from yolo_lrm.reports.draw import clip_boxes, palette
 from yolo_lrm.letterbox import letterbox, letterbox_size
-from yolo_lrm.loss import RegionLoss
+from yolo_lrm.loss.region import RegionLoss
 from yolo_lrm.model import Darknet
-from yolo_lrm.sources import SourceError, resolve_source
+from yolo_lrm.inference.sources import SourceError, resolve_source
 
 NAMES = ['red', 'green']
 TWO_SQUARES = [(0, 16, 56, 52), (1, 116, 16, 52)]  # (class, x, y, side) in a 192x128 image
@@ -207,7 +207,7 @@ def test_mp4_video_is_written_as_mp4(weights, tmp_path, monkeypatch, capsys):
 
 def test_names_file_with_a_utf8_bom_reads_clean(tmp_path):
     import argparse
-    from yolo_lrm.detect import resolve_names
+    from yolo_lrm.inference.detect import resolve_names
     (tmp_path / 'names').write_bytes('\ufeffred\ngreen\n'.encode())
     args = argparse.Namespace(names=str(tmp_path / 'names'), data=None, weights='w.pt')
     assert resolve_names(args, None, 2) == ['red', 'green']
@@ -343,7 +343,7 @@ def test_detector_api_matches_cli_boxes(weights, tmp_path):
 
 
 def test_same_boxes_as_evaluation(weights, tmp_path):
-    from yolo_lrm.evaluate import predict_list
+    from yolo_lrm.evaluation.evaluate import predict_list
     paths = [str(write_rgb(tmp_path / f'im{i}.png', scene(160 + 32 * i, 120, TWO_SQUARES, seed=i))) for i in range(2)]
     expected = predict_list(checkpoint.load_model(weights)[0], paths, conf=0.05, batch_size=1, progress=False)
     # unfused, NCHW: the very same computation, so bit-identical boxes and scores

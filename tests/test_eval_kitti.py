@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from yolo_lrm.evaluate_cli import main as eval_main
-from yolo_lrm.kitti_eval import KittiClass, Objects, evaluate_kitti, read_results
+from yolo_lrm.evaluation.kitti import KittiClass, Objects, evaluate_kitti, read_results
 
 MIN_H, MAX_OCC, MAX_TR = (40, 25, 25), (0, 1, 2), (0.15, 0.3, 0.5)
 OVERLAP = {'Car': 0.7, 'Pedestrian': 0.5, 'Cyclist': 0.5}

@@ -14,15 +14,15 @@ import torch
 from yolo_lrm.cfg import parse_cfg_text
 from yolo_lrm.checkpoint import model_checkpoint, save_checkpoint
 from yolo_lrm.data import read_image
-from yolo_lrm.evaluate import EvalResult, evaluate_model, labels_ground_truth, predict_list, run_list
-from yolo_lrm.resultfiles import image_id, kitti_lines, write_kitti_results, write_voc_results
+from yolo_lrm.evaluation.evaluate import EvalResult, evaluate_model, labels_ground_truth, predict_list, run_list
+from yolo_lrm.evaluation.resultfiles import image_id, kitti_lines, write_kitti_results, write_voc_results
 from yolo_lrm.evaluate_cli import main as eval_main
-from yolo_lrm.plots import plot_pr
+from yolo_lrm.reports.plots import plot_pr
 from yolo_lrm.head import detect
-from yolo_lrm.kitti_eval import read_results
+from yolo_lrm.evaluation.kitti import read_results
 from yolo_lrm.letterbox import letterbox, unletterbox
 from yolo_lrm.model import Darknet
-from yolo_lrm.voc_eval import read_detections
+from yolo_lrm.evaluation.voc import read_detections
 
 TINY_CFG = '[net]\nwidth=64\nheight=64\nchannels=3\n' + \
     '[convolutional]\nbatch_normalize=1\nfilters=4\nsize=3\nstride=1\npad=1\nactivation=leaky\n' + \

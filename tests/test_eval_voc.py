@@ -4,10 +4,10 @@ import math
 import numpy as np
 import pytest
 
-from yolo_lrm.evaluate import score_voc, score_voc_files
+from yolo_lrm.evaluation.evaluate import score_voc, score_voc_files
 from yolo_lrm.evaluate_cli import main as eval_main
 from yolo_lrm.textfile import read_names
-from yolo_lrm.voc_eval import (Detections, GroundTruth, class_ap, class_pr, load_voc_annotations, read_detections,
+from yolo_lrm.evaluation.voc import (Detections, GroundTruth, class_ap, class_pr, load_voc_annotations, read_detections,
                                read_image_set)
 
 

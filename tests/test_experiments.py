@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from yolo_lrm import experiment_grids as grids
-from yolo_lrm import experiment_report as report
-from yolo_lrm import experiment_runs as runner
-from yolo_lrm import experiments as ex
+from yolo_lrm.experiments import grids
+from yolo_lrm.experiments import report
+from yolo_lrm.experiments import runs as runner
+from yolo_lrm.experiments import cli as ex
 from yolo_lrm.data import prepare_data
-from yolo_lrm.trainargs import TrainArgs
+from yolo_lrm.train.args import TrainArgs
 
 from conftest import ROOT
 

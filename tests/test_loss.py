@@ -9,7 +9,7 @@ import torch
 
 from yolo_lrm.cfg import CfgError, apply_overrides, parse_cfg_text
 from yolo_lrm.head import decode
-from yolo_lrm.loss import RegionLoss, format_region_line
+from yolo_lrm.loss.region import RegionLoss, format_region_line
 from yolo_lrm.model import Darknet
 
 from conftest import need_fixtures

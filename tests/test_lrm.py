@@ -2,11 +2,11 @@
 import pytest
 import torch
 
-from yolo_lrm import lrm
+from yolo_lrm.loss import lrm
 from yolo_lrm.box import pairwise_iou_cxcywh
 from yolo_lrm.cfg import CfgError
 from yolo_lrm.head import decode
-from yolo_lrm.lrm import select_hard_examples
+from yolo_lrm.loss.lrm import select_hard_examples
 
 from conftest import bench_module
 from test_loss import ANCHORS, as_targets, random_case, small_loss
@@ -166,7 +166,7 @@ def test_no_truths_selects_background_only():
 
 def two_images(fg: torch.Tensor | None = None):
     """Image 0: the 2nd-ranked prediction sits on the 1st (same class), and so does the 4th; image 1: no overlaps."""
-    from yolo_lrm.mining import Predictions
+    from yolo_lrm.loss.mining import Predictions
     loss = torch.tensor([[4.0, 3.0, 2.0, 1.0], [4.0, 3.0, 2.0, 1.0]])
     boxes = torch.tensor([[[.2, .2, .1, .1], [.2, .2, .1, .1], [.7, .7, .1, .1], [.2, .2, .1, .1]],
                           [[.1, .1, .1, .1], [.3, .3, .1, .1], [.5, .5, .1, .1], [.7, .7, .1, .1]]])
@@ -179,7 +179,7 @@ def test_passed_over_counts_what_nms_skipped_above_the_last_kept():
     """K=2 at NMS .5 keeps ranks 1 and 3 of image 0: the 2nd is passed over; the 4th, below the last kept, is not
     counted."""
     from yolo_lrm.cfg import parse_cfg_text
-    from yolo_lrm.mining import mine
+    from yolo_lrm.loss.mining import mine
     lrm = parse_cfg_text('[net]\n[lrm]\nhard_examples=2\nnms=0.5\n').lrm
     mined = mine(lrm, two_images(), seen=0, num_anchors=1)
     assert mined.mask.tolist() == [[True, False, True, False], [True, True, False, False]]

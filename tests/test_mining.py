@@ -8,8 +8,8 @@ import torch
 from yolo_lrm.box import iou_cxcywh, pairwise_iou_cxcywh
 from yolo_lrm.cfg import CfgError, parse_cfg_text
 from yolo_lrm.head import decode
-from yolo_lrm.lrm import select_hard_examples
-from yolo_lrm.mining import progress
+from yolo_lrm.loss.lrm import select_hard_examples
+from yolo_lrm.loss.mining import progress
 
 from test_loss import ANCHORS, PARAMS, _iou, as_targets, darknet_reference, random_case, small_loss
 from test_lrm import random_inputs, reference_select

@@ -41,7 +41,7 @@ from yolo_lrm.model import Darknet
 from yolo_lrm.weights import layout, read_header, save_darknet_weights
 
 if TYPE_CHECKING:
-    from yolo_lrm.trainargs import TrainArgs
+    from yolo_lrm.train.args import TrainArgs
 
 ROOT = Path(__file__).resolve().parents[1]
 PROGRAMS = ('python', 'python3', 'bash', 'sh', 'torchrun', 'pip', 'pip3')
@@ -806,9 +806,9 @@ RULES: list[Rule] = [
     Rule(('python', '-m', 'yolo_lrm.data.convert'), 'a few images', check_converted, append=('--workers', '1')),
     Rule(('python', '-m', 'yolo_lrm.data.convert', 'yolo'), 'a few images (it reads headers in one process)',
          check_converted),
-    Rule(('python', '-m', 'yolo_lrm.anchors'), 'the stand-in BCCD\'s 3 train boxes: 3 anchors', check_anchors,
+    Rule(('python', '-m', 'yolo_lrm.data.anchors'), 'the stand-in BCCD\'s 3 train boxes: 3 anchors', check_anchors,
          replace=(('-k', '3'),), when=lambda c: '--data' in c.argv),
-    Rule(('python', '-m', 'yolo_lrm.anchors'), '123 boxes', check_anchors),
+    Rule(('python', '-m', 'yolo_lrm.data.anchors'), '123 boxes', check_anchors),
     Rule(('python', '-m', 'yolo_lrm.model'), 'as written', check_layer_table),
     Rule(('python', '-m', 'yolo_lrm.weights', 'partial'), 'random weights', check_partial,
          outputs=lambda argv: argv[6:7]),

@@ -12,11 +12,11 @@ import torch
 
 from conftest import bench_module
 from test_train import data_file, demo, one_thread, run_args, tiny_cfg, write  # noqa: F401 (fixtures)
-from yolo_lrm.confusion import confusion_matrix, greedy_match
-from yolo_lrm.draw import palette
-from yolo_lrm.mosaic import batch_mosaic, target_boxes, title_bar
-from yolo_lrm.trainer import train
-from yolo_lrm.voc_eval import Detections, GroundTruth, load_voc_annotations, read_image_set
+from yolo_lrm.evaluation.confusion import confusion_matrix, greedy_match
+from yolo_lrm.reports.draw import palette
+from yolo_lrm.reports.mosaic import batch_mosaic, target_boxes, title_bar
+from yolo_lrm.train.trainer import train
+from yolo_lrm.evaluation.voc import Detections, GroundTruth, load_voc_annotations, read_image_set
 
 
 # ------------------------------------------------------------------------------------------ confusion matrix

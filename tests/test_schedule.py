@@ -4,7 +4,7 @@ import math
 import pytest
 
 from yolo_lrm.cfg import parse_cfg_text
-from yolo_lrm.schedule import current_batch, learning_rate, schedule_warnings
+from yolo_lrm.train.schedule import current_batch, learning_rate, schedule_warnings
 
 
 def net(**keys) -> dict:

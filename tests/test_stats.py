@@ -4,9 +4,9 @@ import math
 import pytest
 
 from test_loss import as_targets, random_case, small_loss
-from yolo_lrm import stats
-from yolo_lrm.loss import TERMS
-from yolo_lrm.runlog import COLUMNS
+from yolo_lrm.train import stats
+from yolo_lrm.loss.region import TERMS
+from yolo_lrm.train.runlog import COLUMNS
 
 
 @pytest.mark.parametrize('mining', [(), ('lrm.hard_examples=8', 'lrm.nms=0.5'),

@@ -9,14 +9,14 @@ import cv2
 import numpy as np
 import pytest
 
-from yolo_lrm.anchors import LabelError, read_darknet_labels
+from yolo_lrm.data.anchors import LabelError, read_darknet_labels
 from yolo_lrm.cfg import CfgError, parse_cfg
 from yolo_lrm.data.datafile import parse_data
 from yolo_lrm.data.kitti import parse_kitti_label
 from yolo_lrm.data.scan import scan_dataset
-from yolo_lrm.experiment_grids import ExperimentError, load_budget
+from yolo_lrm.experiments.grids import ExperimentError, load_budget
 from yolo_lrm.textfile import read_lines, read_names, read_text
-from yolo_lrm.voc_eval import read_image_set
+from yolo_lrm.evaluation.voc import read_image_set
 
 BOM = '\ufeff'
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,10 +18,10 @@ from yolo_lrm.cfg import parse_cfg
 from yolo_lrm.checkpoint import load_checkpoint, save_checkpoint
 from yolo_lrm.data import ListDataset, MultiScaleBatchSampler, collate
 from yolo_lrm.data.synthetic import generate
-from yolo_lrm.loss import RegionLoss
+from yolo_lrm.loss.region import RegionLoss
 from yolo_lrm.model import Darknet
-from yolo_lrm.trainargs import TrainArgs, cfg_overrides
-from yolo_lrm.trainer import NonFiniteLoss, train
+from yolo_lrm.train.args import TrainArgs, cfg_overrides
+from yolo_lrm.train.trainer import NonFiniteLoss, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -163,7 +163,7 @@ def test_update_is_darknets(tmp_path, demo):
 
 
 def test_decay_only_on_conv_weights(tmp_path):
-    from yolo_lrm.optim import build_optimizer
+    from yolo_lrm.train.optim import build_optimizer
     net = Darknet(write(tmp_path, 't.cfg', tiny_cfg(64, 4, 2, 2)))
     groups = build_optimizer(net).param_groups
     decayed = {id(p) for g in groups if g['weight_decay'] > 0 for p in g['params']}
@@ -357,15 +357,15 @@ def test_backup_option_moves_or_drops_darknet_backups(tmp_path, demo):
 
 def test_mixed_precision_on_the_cpu_only_where_it_has_bf16(monkeypatch):
     """bf16 autocast on a CPU with native bfloat16; elsewhere float32 with the reason in the log; fp16 never."""
-    from yolo_lrm import trainsetup
+    from yolo_lrm.train import setup
     said = []
     cpu = torch.device('cpu')
-    monkeypatch.setattr(trainsetup, 'cpu_has_bf16', lambda: False)
-    dtype, scaler = trainsetup.mixed_precision(TrainArgs(amp='bf16'), cpu, said.append)
+    monkeypatch.setattr(setup, 'cpu_has_bf16', lambda: False)
+    dtype, scaler = setup.mixed_precision(TrainArgs(amp='bf16'), cpu, said.append)
     assert dtype is None and not scaler.is_enabled() and 'no native bfloat16' in said[-1]
-    monkeypatch.setattr(trainsetup, 'cpu_has_bf16', lambda: True)
-    dtype, scaler = trainsetup.mixed_precision(TrainArgs(amp='bf16'), cpu, said.append)
+    monkeypatch.setattr(setup, 'cpu_has_bf16', lambda: True)
+    dtype, scaler = setup.mixed_precision(TrainArgs(amp='bf16'), cpu, said.append)
     assert dtype is torch.bfloat16 and not scaler.is_enabled() and len(said) == 1
-    dtype, _ = trainsetup.mixed_precision(TrainArgs(amp='fp16'), cpu, said.append)
+    dtype, _ = setup.mixed_precision(TrainArgs(amp='fp16'), cpu, said.append)
     assert dtype is None and 'half precision needs CUDA' in said[-1]
-    assert trainsetup.mixed_precision(TrainArgs(), cpu, said.append)[0] is None and len(said) == 2
+    assert setup.mixed_precision(TrainArgs(), cpu, said.append)[0] is None and len(said) == 2

@@ -13,8 +13,8 @@ from test_train import ROOT, data_file, demo, one_thread, run_args, tiny_cfg, wr
 from yolo_lrm.cfg import CfgError
 from yolo_lrm.checkpoint import load_checkpoint
 from yolo_lrm.data.loader import default_workers, process_alive
-from yolo_lrm.trainargs import TrainArgs
-from yolo_lrm.trainer import train
+from yolo_lrm.train.args import TrainArgs
+from yolo_lrm.train.trainer import train
 
 CHILD_ENV = {**os.environ, 'PYTHONPATH': str(ROOT), 'OMP_NUM_THREADS': '1'}
 
@@ -147,12 +147,12 @@ def test_valid_list_with_wrong_class_ids_stops_before_the_run_folder(tmp_path, d
 
 def test_a_failed_evaluation_keeps_the_update(tmp_path, demo, monkeypatch):
     """Evaluation runs after the update and before its save; if it fails, that update is saved first."""
-    import yolo_lrm.evaluate
+    import yolo_lrm.evaluation.evaluate
 
     def broken(*args, **kwargs):
         raise RuntimeError('out of memory (simulated)')
 
-    monkeypatch.setattr(yolo_lrm.evaluate, 'evaluate_model', broken)
+    monkeypatch.setattr(yolo_lrm.evaluation.evaluate, 'evaluate_model', broken)
     cfg = write(tmp_path, 'tiny.cfg', tiny_cfg(64, batch=2, subdivisions=1, max_batches=6))
     data = data_file(tmp_path, demo, train_images=8, valid=True)
     with pytest.raises(RuntimeError, match='simulated'):
@@ -267,7 +267,7 @@ def test_resume_rewrites_an_older_results_csv_under_todays_columns(tmp_path):
     the kept rows stay under their names, the new column is empty, rows past the checkpoint go."""
     import csv
 
-    from yolo_lrm.runlog import COLUMNS, ResultsCsv
+    from yolo_lrm.train.runlog import COLUMNS, ResultsCsv
     old = [c for c in COLUMNS if c != 'lrm_passed'] + ['gone']
     path = tmp_path / 'results.csv'
     with open(path, 'w', newline='') as f:

@@ -103,13 +103,13 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[str], Any], Any]]] = {
     'lrm': {
         # ours: Loss Rank Mining (training only).  hard_examples=0 switches it off; nms>=1 means no NMS.
         'hard_examples': (_int, 0), 'nms': (_float, 1.0),
-        # ours: the other mining options (yolo_lrm/mining.py); the defaults are plain LRM
+        # ours: the other mining options (yolo_lrm/loss/mining.py); the defaults are plain LRM
         'mode': (one_of('lrm', 'ohem'), 'lrm'), 'neg_pos_ratio': (_float, 3.0),
         'select': (one_of('loss', 'stratified', 'strata'), 'loss'), 'select_beta': (_float, 2.0),
         'beta_start': (_int, 0), 'beta_ramp': (_int, 0), 'strata_cls_share': (_float, 0.5),
         'k_mode': (one_of('fixed', 'truths', 'loss_share'), 'fixed'), 'k_min': (_int, 0),
         'k_per_truth': (_float, 1.0), 'loss_share': (_float, 0.9), 'soft': (_float, 0.0), 'soft_decay': (_float, 0.0),
-        # ours: measure what LRM keeps and drops without changing the loss (yolo_lrm/mining.py, `probe`)
+        # ours: measure what LRM keeps and drops without changing the loss (yolo_lrm/loss/mining.py, `probe`)
         'probe': (_int, 0), 'probe_k': (_int, 256), 'probe_nms': (_float, 0.7),
     },
 }

@@ -1,6 +1,6 @@
 """`evaluate.py`'s command line: run a model over a .data file's valid= list and score it, or score VOC / KITTI
 result files; print the per-class table and write JSON, CSV, PR curves and the confusion matrix (see
-`yolo_lrm.evaluate` for the protocols and `--help` for the options)."""
+`yolo_lrm.evaluation.evaluate` for the protocols and `--help` for the options)."""
 from __future__ import annotations
 
 import argparse
@@ -11,13 +11,13 @@ from typing import Sequence
 
 from .cfg import CfgError
 from .distributed import pick_device
-from .evaluate import (METRICS, EvalResult, check_metrics, evaluate_model, format_table, save_csv, save_json,
+from .evaluation.evaluate import (METRICS, EvalResult, check_metrics, evaluate_model, format_table, save_csv, save_json,
                        score_kitti_dirs, score_voc_files)
 from .data.datafile import parse_data
 from .data.imagelist import ImageList
-from .reports import write_eval_figures
+from .reports.run import write_eval_figures
 from .textfile import read_names
-from .voc_eval import read_image_set
+from .evaluation.voc import read_image_set
 
 
 def _output_args(ap: argparse.ArgumentParser, plots_default: str) -> None:

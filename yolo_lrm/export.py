@@ -145,7 +145,7 @@ def export_int8(net: Darknet, size: tuple[int, int], out: Path, meta: dict, cali
 
 def compare_map(fp32: Path, int8: Path, data: DataCfg) -> tuple[float, float]:
     """VOC07 mAP@.5 of the fp32 and the INT8 model on the data's valid= list, printed; returns both (percent)."""
-    from .evaluate import evaluate_model
+    from .evaluation.evaluate import evaluate_model
     maps = [100 * evaluate_model(OnnxNetwork(p), data, progress=False).map for p in (fp32, int8)]
     print(f'mAP@.5 (VOC07) on {data["valid"]}: fp32 {maps[0]:.2f}, INT8 {maps[1]:.2f} ({maps[1] - maps[0]:+.2f})')
     return maps[0], maps[1]

@@ -27,7 +27,7 @@ from ..data.dataset import Unreadable
 from ..data.imagelist import DatasetError
 from ..head import detect
 from ..letterbox import unletterbox
-from ..loss import PRIOR_SEEN, RegionLoss
+from ..loss.region import PRIOR_SEEN, RegionLoss
 
 SPLITS = ('train', 'valid', 'test')
 DET_CONF = 0.005     # Darknet's `detector valid` threshold: every plausible box, for the scores to rank

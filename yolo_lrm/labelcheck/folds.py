@@ -2,7 +2,7 @@
 trained on the other parts, so no label is judged by a model that learnt it (cleanlab's out-of-sample setting).
 
 Each fold trains through the normal trainer (`trainer.train` with `TrainArgs`): the cfg, the initial weights, a
-budget (`experiment_grids.load_budget`: a preset such as `bccd-cpu` or a JSON file) and `--set`, into
+budget (`experiments.grids.load_budget`: a preset such as `bccd-cpu` or a JSON file) and `--set`, into
 `OUT/folds/fold<k>/`, on the list `OUT/folds/fold<k>.txt` with `OUT/folds/fold<k>.data` (the `.data` file with
 `train=` replaced; `valid=` stays, for the run's mAP).  A fold that finished (`fold.json` beside its run) is reused
 when its settings are the same, an interrupted one resumes, other settings are an error: repeating the command
@@ -23,8 +23,8 @@ import numpy as np
 from ..atomic import atomic_write
 from ..cfg import CfgError
 from ..data import label_path
-from ..experiment_grids import load_budget
-from ..trainargs import RESUME_KEEP, TrainArgs
+from ..experiments.grids import load_budget
+from ..train.args import RESUME_KEEP, TrainArgs
 from .audit import Split
 
 FOLD_RECORD = 'fold.json'
@@ -85,7 +85,7 @@ def write_train_list(split: Split, images: Sequence[int], path: Path) -> None:
 
 def train_fold(args: TrainArgs, log=print) -> None:
     """Train (or resume, or reuse) one fold's run; raises on another run's settings or an interrupted run."""
-    from ..trainer import train  # the trainer only where folds train
+    from ..train.trainer import train  # the trainer only where folds train
     run_dir = Path(args.project) / args.name
     record = run_dir / FOLD_RECORD
     wanted = dataclasses.asdict(args)

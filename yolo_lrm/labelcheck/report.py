@@ -15,7 +15,7 @@ import numpy as np
 from ..atomic import atomic_write
 from ..data import read_image
 from ..data.labels import ImageError
-from ..mosaic import jpeg, prediction_pair, tile, title_bar, write_jpeg
+from ..reports.mosaic import jpeg, prediction_pair, tile, title_bar, write_jpeg
 from .audit import ImageAudit, Split
 from .issues import KINDS, Issue
 

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .cfg import CfgError
-from .data.datafile import parse_data
-from .data.kitti import KITTI_CLASSES, kitti_class_map, parse_kitti_label
-from .data.labels import parse_label_text
-from .data.imagelist import DatasetError, entry_label_path, read_list
-from .data.scan import scan_dataset
-from .textfile import read_text
+from ..cfg import CfgError
+from .datafile import parse_data
+from .kitti import KITTI_CLASSES, kitti_class_map, parse_kitti_label
+from .labels import parse_label_text
+from .imagelist import DatasetError, entry_label_path, read_list
+from .scan import scan_dataset
+from ..textfile import read_text
 
 KITTI_IMAGE_SIZE = (1242, 375)
 
@@ -208,8 +208,8 @@ def _image_size(text: str) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m yolo_lrm.anchors --kitti DIR | --labels LIST | --data DATA -k 5 --size 416 [--letterbox]`."""
-    ap = argparse.ArgumentParser(prog='python -m yolo_lrm.anchors', description=__doc__.split('\n')[0])
+    """`python -m yolo_lrm.data.anchors --kitti DIR | --labels LIST | --data DATA -k 5 --size 416 [--letterbox]`."""
+    ap = argparse.ArgumentParser(prog='python -m yolo_lrm.data.anchors', description=__doc__.split('\n')[0])
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument('--kitti', help='KITTI label_2 folder (6 classes kept)')
     src.add_argument('--labels', help='folder of Darknet label .txt files, or a list of image/label paths')

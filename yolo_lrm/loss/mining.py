@@ -50,7 +50,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as nnf
 
-from .cfg import Section
+from ..cfg import Section
 from .lrm import rank_order, select_ranked
 
 

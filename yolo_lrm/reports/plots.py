@@ -1,25 +1,22 @@
-"""Figures drawn with matplotlib: a run's `results.png`, per-class precision-recall curves, the confusion matrix.
+"""Figures drawn with matplotlib: per-class precision-recall curves, the confusion matrix (a run's `results.png`:
+`train/runlog.py`, beside the file it draws).
 
 matplotlib is optional (the `plots` extra): without it `pyplot()` is None and each caller says what it skipped.
 """
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from .atomic import atomic_write
-from .runlog import ResultsCsv
+from ..atomic import atomic_write
 
 if TYPE_CHECKING:
-    from .evaluate import EvalResult
+    from ..evaluation.evaluate import EvalResult
 
 MISSING = 'matplotlib is not installed (pip install "yolo_lrm[plots]")'
-RESULTS_PLOTTED = ('loss', 'coord', 'obj', 'noobj', 'cls', 'prior', 'iou', 'recall50', 'obj_prob', 'noobj_prob', 'lr',
-                   'lrm_share', 'map50')
 
 
 def pyplot():
@@ -37,32 +34,6 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 100) -> None:
     """Write a figure as PNG atomically (a reader never sees half a file) and free it."""
     atomic_write(path, lambda f: fig.savefig(f, format='png', dpi=dpi, bbox_inches='tight'))
     pyplot().close(fig)
-
-
-def plot_results(csv_path: Path, png_path: Path) -> str | None:
-    """Draw `results.png` from `results.csv`; returns why not when matplotlib is missing or there is nothing yet."""
-    plt = pyplot()
-    if plt is None:
-        return f'results.png skipped: {MISSING}'
-    rows = ResultsCsv(csv_path).rows()
-    if not rows:
-        return 'results.png skipped: no results yet'
-    x = [int(r['update']) for r in rows]
-    columns = [c for c in RESULTS_PLOTTED if any(r.get(c) for r in rows)]
-    ncol = 4
-    nrow = math.ceil(len(columns) / ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(4 * ncol, 2.8 * nrow), squeeze=False)
-    for ax, col in zip(axes.flat, columns):
-        pts = [(u, float(r[col])) for u, r in zip(x, rows) if r[col]]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker='.', linewidth=1.5)
-        ax.set_title(col)
-        ax.set_xlabel('update')
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(columns):]:
-        ax.axis('off')
-    fig.tight_layout()
-    save_figure(fig, png_path)
-    return None
 
 
 def plot_pr(result: EvalResult, out_dir: str | os.PathLike) -> list[str]:

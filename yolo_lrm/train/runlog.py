@@ -1,4 +1,5 @@
-"""What a training run leaves on disk besides checkpoints and pictures: its directory, `train.log`, `results.csv`.
+"""What a training run leaves on disk besides checkpoints and pictures: `train.log`, `results.csv` and its
+`results.png`, and what shows that a folder holds a run (`previous_run`; the folder is named in `runfolder.py`).
 
 `results.csv` has one row per evaluation; every training column is the mean over the updates since the previous
 row.  Loss columns are per image (the update's summed loss divided by its batch, as Darknet normalises); `iou`,
@@ -18,38 +19,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .atomic import atomic_write
+from ..atomic import atomic_write
+from ..reports.plots import MISSING, pyplot, save_figure
 from .stats import LOGGED
 
 COLUMNS = ('update', 'epoch', 'images', 'lr', *LOGGED, 'map50', 'time_s', 'images_per_s')
-
-
-def increment_dir(path: str | os.PathLike, exist_ok: bool = False) -> Path:
-    """`runs/train/exp` (or `runs/detect/exp`), then `exp2`, `exp3`, ... (the first that does not exist), created."""
-    path = Path(path)
-    check_parent_dir(path.parent, f'the parent folder of {path.name}')
-    if not exist_ok and path.exists():
-        n = 2
-        while (path.parent / f'{path.name}{n}').exists():
-            n += 1
-        path = path.parent / f'{path.name}{n}'
-    if path.exists() and not path.is_dir():
-        raise FileExistsError(f'{path}: exists and is not a folder')
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def check_parent_dir(path: str | os.PathLike, what: str) -> None:
-    """Fail now, naming `what`, when folder `path` could not be created or written (a file in the way, no
-    permission); creates nothing."""
-    path = Path(os.path.abspath(path))
-    existing = next(p for p in (path, *path.parents) if p.exists())
-    if not existing.is_dir():
-        raise NotADirectoryError(f'{what} {path}: {existing} is a file, not a folder')
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise PermissionError(f'{what} {path}: {existing} is not writable')
-
-
+RESULTS_PLOTTED = ('loss', 'coord', 'obj', 'noobj', 'cls', 'prior', 'iou', 'recall50', 'obj_prob', 'noobj_prob', 'lr',
+                   'lrm_share', 'map50')
 RUN_FILES = ('weights/last.pt', 'weights/best.pt', 'results.csv')
 
 
@@ -151,3 +127,29 @@ def _cell(v: float | int | None) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return ''
     return f'{v:.6g}' if isinstance(v, float) else str(v)
+
+
+def plot_results(csv_path: Path, png_path: Path) -> str | None:
+    """Draw `results.png` from `results.csv`; returns why not when matplotlib is missing or there is nothing yet."""
+    plt = pyplot()
+    if plt is None:
+        return f'results.png skipped: {MISSING}'
+    rows = ResultsCsv(csv_path).rows()
+    if not rows:
+        return 'results.png skipped: no results yet'
+    x = [int(r['update']) for r in rows]
+    columns = [c for c in RESULTS_PLOTTED if any(r.get(c) for r in rows)]
+    ncol = 4
+    nrow = math.ceil(len(columns) / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4 * ncol, 2.8 * nrow), squeeze=False)
+    for ax, col in zip(axes.flat, columns):
+        pts = [(u, float(r[col])) for u, r in zip(x, rows) if r[col]]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker='.', linewidth=1.5)
+        ax.set_title(col)
+        ax.set_xlabel('update')
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(columns):]:
+        ax.axis('off')
+    fig.tight_layout()
+    save_figure(fig, png_path)
+    return None

@@ -29,27 +29,27 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from . import distributed as dist_utils
-from .allocator import keep_freed_memory
-from .cfg import CfgError, apply_overrides
-from .atomic import remove_stale_temporaries
-from .checkpoint import model_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .. import distributed as dist_utils
+from ..allocator import keep_freed_memory
+from ..cfg import CfgError, apply_overrides
+from ..atomic import remove_stale_temporaries
+from ..checkpoint import model_checkpoint, rng_state, save_checkpoint, set_rng_state
 from . import stats
-from .loss import RegionLoss
-from .mining import mining_on, reports_lrm
-from .model import Darknet
+from ..loss.region import RegionLoss
+from ..loss.mining import mining_on, reports_lrm
+from ..model import Darknet
 from .optim import build_optimizer, loss_scale, set_learning_rate
-from .data.datafile import parse_data
-from .data.loader import closing_batches, train_loader
-from .evaluate import EvalResult
-from .plots import plot_results
-from .reports import RunReports
-from .runlog import Meter, ResultsCsv, RunLog, increment_dir
+from ..data.datafile import parse_data
+from ..data.loader import closing_batches, train_loader
+from ..evaluation.evaluate import EvalResult
+from ..reports.run import RunReports
+from ..runfolder import increment_dir
+from .runlog import Meter, ResultsCsv, RunLog, plot_results
 from .runstate import RunState
-from .trainargs import TrainArgs, TrainResult, cfg_overrides  # what a run is asked to do
+from .args import TrainArgs, TrainResult, cfg_overrides  # what a run is asked to do
 from .schedule import current_batch, learning_rate, schedule_warnings
 from .stopping import NonFiniteLoss, StopRequest, nonfinite_message
-from .trainsetup import (backup_dir, check_inputs, load_initial_weights, mixed_precision, resolve_run,
+from .setup import (backup_dir, check_inputs, load_initial_weights, mixed_precision, resolve_run,
                          setup_determinism, wrap_model)
 
 
@@ -85,7 +85,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------------------ setup
     def _build_data(self) -> None:
         """Generate a built-in dataset if asked, read the names, scan the train= and valid= lists."""
-        from .data import ListDataset, hyp_from_cfg, prepare_data, scan_dataset
+        from ..data import ListDataset, hyp_from_cfg, prepare_data, scan_dataset
         if not self.data['train']:
             raise CfgError(f'{self.data.path}: no train= list')
 
@@ -215,7 +215,7 @@ class Trainer:
 
     def _build_loader(self) -> DataLoader:
         """Batches in the order of the seeded multi-scale sampler, from the update the run starts at."""
-        from .data import MultiScaleBatchSampler, collate
+        from ..data import MultiScaleBatchSampler, collate
         sampler = MultiScaleBatchSampler(
             len(self.dataset), self.local_minibatch, self.subdivisions, self.args.seed, bool(self.cfg.region['random']),
             self.cfg.net['width'], self.max_batches, self.dist.rank, self.dist.world_size,
@@ -367,7 +367,8 @@ class Trainer:
         """The current weights scored on valid= (None: there is no valid= list)."""
         if not self.data['valid']:
             return None
-        from .evaluate import evaluate_model  # looked up at each call (tests replace it); restores train mode itself
+        # looked up at each call (tests replace it); restores train mode itself
+        from ..evaluation.evaluate import evaluate_model
         result = evaluate_model(self.net, self.data, metric=self.args.eval_metric, iou=0.5, names=self.names,
                                 batch_size=self.args.eval_batch, workers=self.args.workers, progress=True)
         self._note_skipped(result.skipped)
@@ -404,7 +405,7 @@ class Trainer:
         """Darknet's files in `backup=`: `<cfg>.backup` at every save, `<cfg>_<n>.weights` at n = N, 2N, ... below
         10N and every 100N after (N = save_interval; Darknet: 100, below 1000, every 10000), `<cfg>_final.weights`;
         nothing when `--backup` is ''."""
-        from .weights import save_darknet_weights
+        from ..weights import save_darknet_weights
         folder = backup_dir(self.args, self.data)
         if folder is None:
             return
@@ -419,7 +420,7 @@ class Trainer:
 
     def _finish(self, reason: str, last_map: float | None) -> TrainResult:
         if self.dist.main:
-            from .weights import save_darknet_weights
+            from ..weights import save_darknet_weights
             save_darknet_weights(self.net, self.weights_dir / 'last.weights')
             note = plot_results(self.run_dir / 'results.csv', self.run_dir / 'results.png')  # slow: once, at the end
             if note:

@@ -10,13 +10,14 @@ from typing import Callable
 
 import torch
 
-from .cfg import Cfg, parse_cfg, parse_cfg_text
-from .checkpoint import load_checkpoint, load_weights
-from .data.datafile import DataCfg
-from .distributed import DistInfo
-from .model import Darknet
-from .runlog import check_parent_dir, previous_run
-from .trainargs import RESUME_KEEP, TrainArgs, cfg_overrides, find_resume_checkpoint
+from ..cfg import Cfg, parse_cfg, parse_cfg_text
+from ..checkpoint import load_checkpoint, load_weights
+from ..data.datafile import DataCfg
+from ..distributed import DistInfo
+from ..model import Darknet
+from ..runfolder import check_parent_dir
+from .runlog import previous_run
+from .args import RESUME_KEEP, TrainArgs, cfg_overrides, find_resume_checkpoint
 
 
 @dataclasses.dataclass
@@ -121,7 +122,7 @@ def load_initial_weights(net: Darknet, args: TrainArgs, cfg: Cfg, log: Callable[
             load_weights(net, load_checkpoint(args.weights), f'{args.weights}: weights do not fit {cfg.path}')
             log(f'weights: {args.weights} (seen {net.seen:,})')
         else:
-            from .weights import load_darknet_weights
+            from ..weights import load_darknet_weights
             convs = len(net.conv_layers())
             loaded = load_darknet_weights(net, args.weights, partial=True)
             what = 'all' if loaded == convs else f'the first {loaded} of {convs} (partial: the rest keep ' \

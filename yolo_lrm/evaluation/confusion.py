@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .voc_eval import Detections, GroundTruth, group_pairs, voc_iou
+from .voc import Detections, GroundTruth, group_pairs, voc_iou
 
 DEFAULT_CONF = 0.25
 

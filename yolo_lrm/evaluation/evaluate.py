@@ -1,5 +1,5 @@
 """Evaluation: run a model over an image list as Darknet's `detector valid`, write its result files, score them with
-the VOC or the official KITTI protocol, and report a per-class table (JSON, CSV; pictures: `reports.py`).
+the VOC or the official KITTI protocol, and report a per-class table (JSON, CSV; pictures: `yolo_lrm/reports/run.py`).
 
 Command line (top-level `evaluate.py`, parsed in `evaluate_cli.py`):
 
@@ -46,20 +46,20 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from .allocator import keep_freed_memory
-from .cfg import CfgError
-from .data import LetterboxImages, collate_images
-from .data.datafile import DataCfg, parse_data
-from .data.dataset import Unreadable
-from .data.labels import parse_label_text
-from .data.imagelist import ImageList, image_list
-from .head import detect
-from .kitti_eval import MIN_OVERLAP, KittiClass, evaluate_kitti_dirs
-from .letterbox import unletterbox
-from .voc_eval import (Detections, GroundTruth, class_ap, class_pr, load_voc_annotations, read_all_detections,
+from ..allocator import keep_freed_memory
+from ..cfg import CfgError
+from ..data import LetterboxImages, collate_images
+from ..data.datafile import DataCfg, parse_data
+from ..data.dataset import Unreadable
+from ..data.labels import parse_label_text
+from ..data.imagelist import ImageList, image_list
+from ..head import detect
+from .kitti import MIN_OVERLAP, KittiClass, evaluate_kitti_dirs
+from ..letterbox import unletterbox
+from .voc import (Detections, GroundTruth, class_ap, class_pr, load_voc_annotations, read_all_detections,
                        read_image_set)
 from .resultfiles import darknet_boxes, unique_ids, write_kitti_results, write_voc_results
-from .textfile import read_text
+from ..textfile import read_text
 
 DEFAULT_CONF = 0.005  # Darknet `detector valid`
 DEFAULT_NMS = 0.45
@@ -148,7 +148,7 @@ def save_csv(result: EvalResult, path: str | os.PathLike) -> None:
 def score_voc(gt: GroundTruth, detections: Sequence[Detections], names: Sequence[str],
               metrics: Sequence[str] = ('voc07',), ious: Sequence[float] = (0.5,),
               inclusive: bool = False) -> EvalResult:
-    """VOC AP rows (every metric at every IoU) from ground truth and per-class `voc_eval.Detections`."""
+    """VOC AP rows (every metric at every IoU) from ground truth and per-class `voc.Detections`."""
     rows = []
     for iou in ious:
         prs = {n: class_pr(gt, c, detections[c], iou, inclusive) for c, n in enumerate(names)}
@@ -179,7 +179,7 @@ def kitti_table(classes: dict[str, KittiClass]) -> EvalResult:
 
 
 def score_kitti_dirs(labels: str, results: str, frames: Sequence[str] | None = None) -> EvalResult:
-    """The official KITTI 2D protocol on a result folder (see `kitti_eval`)."""
+    """The official KITTI 2D protocol on a result folder (see `kitti.py`)."""
     return kitti_table(evaluate_kitti_dirs(labels, results, frames))
 
 

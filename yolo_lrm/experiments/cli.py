@@ -9,7 +9,7 @@ Grids (each variant is a list of cfg overrides on top of the budget's and `--set
   loss    Table IV: Loss2, Loss1, Loss1 + focal loss, Loss2 + LRM with the best K/NMS of the lrm grid in the same
           `--out`, on the seeds every LRM row of it has finished (else the paper's VOC best, K=256 / NMS .7; the table
           says which).
-  mining  the mining options beyond the paper (keys in mining.py and loss.py), each added to that same LRM row
+  mining  the mining options beyond the paper (keys in loss/mining.py and loss/region.py), each added to that same LRM row
           (`lrm-kK-nmsT`), except the IoU-balanced losses, added to the baseline:
             baseline, lrm-kK-nmsT      Loss2; Loss2 + LRM as in the loss grid
             slrm-kK-nmsT               S-LRM: select=stratified, β ramped linearly from 0 to S-OHEM's 1.9 (VOC)
@@ -47,8 +47,8 @@ against K, one line per NMS threshold, the baseline as a horizontal line) and `G
 per seed and its mean with the 95 % interval); the figures need matplotlib.  AP values are
 fractions in the JSON and percentages in the tables and CSV files.
 """
-# the command line and the grid loop; the rows of the grids: experiment_grids.py, one run and its record:
-# experiment_runs.py, the tables and plots: experiment_report.py
+# the command line and the grid loop; the rows of the grids: grids.py, one run and its record: runs.py, the tables
+# and plots: report.py
 from __future__ import annotations
 
 import argparse
@@ -58,12 +58,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .evaluate import METRICS
-from .experiment_grids import (BASELINE, BUDGETS, GRIDS, ExperimentError, default_metric, grid_variants, load_budget,
+from ..evaluation.evaluate import METRICS
+from .grids import (BASELINE, BUDGETS, GRIDS, ExperimentError, default_metric, grid_variants, load_budget,
                                parse_variant, settings_of)
-from .experiment_report import write_reports
-from .experiment_runs import (Interrupted, finished_record, hardware, make_spec, map_text, portable_path, run_images,
-                              run_one)
+from .report import write_reports
+from .runs import (Interrupted, finished_record, hardware, make_spec, map_text, portable_path, run_images,
+                   run_one)
 
 
 def cli_options(opts: argparse.Namespace) -> dict[str, Any]:
@@ -170,7 +170,3 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(130) from None
     except (ExperimentError, ValueError, OSError) as exc:  # cfg errors and --device are ValueErrors
         raise SystemExit(f'error: {exc}') from None
-
-
-if __name__ == '__main__':
-    main()

@@ -16,8 +16,8 @@ from typing import Callable, Iterator
 import cv2
 import numpy as np
 
-from .data import ImageError, read_image, resolve_list
-from .data.labels import IMAGE_EXTENSIONS
+from ..data import ImageError, read_image, resolve_list
+from ..data.labels import IMAGE_EXTENSIONS
 
 VIDEO_EXTS = {'.avi', '.mp4', '.mkv', '.mov', '.m4v', '.mpg', '.mpeg', '.wmv', '.webm', '.flv', '.ts', '.3gp'}
 STREAM_SCHEMES = ('rtsp://', 'rtsps://', 'rtmp://', 'http://', 'https://', 'udp://', 'tcp://')

@@ -10,9 +10,9 @@ import statistics
 from pathlib import Path
 from typing import Any, Sequence
 
-from .cfg import parse_cfg
-from .experiment_grids import Variant, common_seed_means, is_plain, nms_text
-from .plots import MISSING, pyplot, save_figure
+from ..cfg import parse_cfg
+from .grids import Variant, common_seed_means, is_plain, nms_text
+from ..reports.plots import MISSING, pyplot, save_figure
 
 
 # ------------------------------------------------------------------------------------------------- aggregation

@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from .loss import TERMS, LossResult
+from ..loss.region import TERMS, LossResult
 
 _KINDS = {'loss': 'image', **{t: 'image' for t in TERMS},
           'iou': 'truth', 'class_prob': 'truth', 'obj_prob': 'truth', 'noobj_prob': 'batch', 'recall50': 'truth',

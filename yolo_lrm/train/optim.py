@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .model import Darknet
+from ..model import Darknet
 
 
 def param_groups(net: Darknet, decay: float) -> list[dict]:

@@ -1,6 +1,6 @@
 """The rows of the experiment grids and what they share: budgets (trainer settings of every run of a grid), variants
 (a row's cfg overrides), the built-in lrm / loss / mining grids, and the settings a run's resolved cfg amounts to
-(the columns of the tables).  The command line and the grids in words: yolo_lrm/experiments.py."""
+(the columns of the tables).  The command line and the grids in words: yolo_lrm/experiments/cli.py."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from .cfg import Section, parse_cfg
-from .data.datafile import parse_data
-from .evaluate import METRICS
-from .loss import check_loss_settings
-from .trainargs import TrainArgs, cfg_overrides
-from .textfile import read_text
+from ..cfg import Section, parse_cfg
+from ..data.datafile import parse_data
+from ..evaluation.evaluate import METRICS
+from ..loss.region import check_loss_settings
+from ..train.args import TrainArgs, cfg_overrides
+from ..textfile import read_text
 
 GRIDS = ('lrm', 'loss', 'mining', 'fixed', 'custom')
 HARD_EXAMPLES = (64, 128, 256)

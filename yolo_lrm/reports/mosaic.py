@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import torch
 
-from .atomic import atomic_write
+from ..atomic import atomic_write
 from .draw import clip_boxes, draw_detections, palette
 
 GRAY = (114, 114, 114)

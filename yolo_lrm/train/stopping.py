@@ -11,7 +11,7 @@ from typing import Any
 from tqdm import tqdm
 
 from . import stats
-from .loss import TERMS
+from ..loss.region import TERMS
 from .runstate import RunState
 
 

@@ -17,9 +17,9 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .confusion import DEFAULT_CONF, confusion_matrix
-from .data.labels import ImageError, read_image
-from .evaluate import EvalResult
+from ..evaluation.confusion import DEFAULT_CONF, confusion_matrix
+from ..data.labels import ImageError, read_image
+from ..evaluation.evaluate import EvalResult
 from .mosaic import batch_mosaic, jpeg, prediction_pair, tile, title_bar, write_jpeg
 from .plots import MISSING, plot_confusion, plot_pr, pyplot
 

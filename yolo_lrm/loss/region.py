@@ -42,9 +42,9 @@ import torch
 import torch.nn.functional as nnf
 from torch import nn
 
-from .box import iou_cxcywh, pairwise_iou_cxcywh
-from .cfg import Section
-from .head import grid_boxes, split_output
+from ..box import iou_cxcywh, pairwise_iou_cxcywh
+from ..cfg import Section
+from ..head import grid_boxes, split_output
 from .mining import Predictions, check_lrm, mine, mining_on, probe
 
 MAX_TRUTHS = 30          # Darknet's region layer reads exactly 30 truth slots per image

@@ -19,19 +19,19 @@ import cv2
 import numpy as np
 import torch
 
-from .allocator import keep_freed_memory
-from .cfg import CfgError
-from .checkpoint import load_model
-from .data.datafile import parse_data
-from .distributed import pick_device
-from .draw import clip_boxes, draw_detections, palette
-from .head import detect
-from .letterbox import letterbox, unletterbox
-from .model import Darknet
-from .resultfiles import kitti_lines
-from .runlog import increment_dir
+from ..allocator import keep_freed_memory
+from ..cfg import CfgError
+from ..checkpoint import load_model
+from ..data.datafile import parse_data
+from ..distributed import pick_device
+from ..reports.draw import clip_boxes, draw_detections, palette
+from ..head import detect
+from ..letterbox import letterbox, unletterbox
+from ..model import Darknet
+from ..evaluation.resultfiles import kitti_lines
+from ..runfolder import increment_dir
 from .sources import VIDEO_EXTS, Frame, FrameReader, Skip, SourceError, resolve_source
-from .textfile import read_lines
+from ..textfile import read_lines
 
 DEFAULT_CONF = 0.25  # Darknet: `detector test` .5, `demo` .24; .25 keeps demo's recall with a round number
 # output video container -> fourcc, for sources in these containers; others (and cameras, streams) get MJPG in .avi,

@@ -15,14 +15,14 @@ from typing import Any, Sequence
 
 import torch
 
-from .cfg import parse_cfg
-from .data.datafile import parse_data
-from .atomic import atomic_write
-from .distributed import pick_device
-from .experiment_grids import Budget, ExperimentError, Variant, settings_of
-from .runlog import ResultsCsv
-from .trainargs import TrainArgs, cfg_overrides
-from .trainer import NonFiniteLoss, train
+from ..cfg import parse_cfg
+from ..data.datafile import parse_data
+from ..atomic import atomic_write
+from ..distributed import pick_device
+from .grids import Budget, ExperimentError, Variant, settings_of
+from ..train.runlog import ResultsCsv
+from ..train.args import TrainArgs, cfg_overrides
+from ..train.trainer import NonFiniteLoss, train
 
 RESULT_FILE = 'experiment.json'
 # TrainArgs fields that make two runs the same experiment (paths compared by file name: an OUT may be moved); not
@@ -243,9 +243,9 @@ def score_weights(spec: RunSpec, data: str) -> dict[str, Any]:
     """Score the run's final weights (`weights/last.pt`) on the `valid=` list of `data`: mAP, per-class AP, the
     evaluation's JSON and the CPU/GPU seconds it took; its PR curves and confusion matrix go into the run's folder
     `eval-<data stem>/`."""
-    from .checkpoint import checkpoint_model, load_checkpoint
-    from .evaluate import evaluate_model
-    from .reports import write_eval_figures
+    from ..checkpoint import checkpoint_model, load_checkpoint
+    from ..evaluation.evaluate import evaluate_model
+    from ..reports.run import write_eval_figures
     last = spec.run_dir / 'weights' / 'last.pt'
     device = pick_device(spec.args.device)
     net = checkpoint_model(load_checkpoint(last), last).to(device).eval()
@@ -267,7 +267,7 @@ def _record(spec: RunSpec, **result: Any) -> RunRecord:
 
 def evaluate_run(spec: RunSpec, updates: int, seen: int, reason: str, trainer_map: float | None) -> RunRecord:
     """Score the run's final weights on `valid=` (and on the test data's, when given) and build its result record."""
-    from .checkpoint import load_checkpoint
+    from ..checkpoint import load_checkpoint
     train_s = float(load_checkpoint(spec.run_dir / 'weights' / 'last.pt').get('train_time', 0.0))
     valid = score_weights(spec, spec.args.data)
     return _record(spec, weights='weights/last.pt', updates=updates, seen=seen, reason=reason,

@@ -31,7 +31,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from .textfile import read_text
+from ..textfile import read_text
 
 VOC07_THRESHOLDS = np.arange(0., 1.1, 0.1)  # the reference's steps, float error included
 log = logging.getLogger('yolo_lrm.eval')

@@ -33,8 +33,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .textfile import read_text
-from .voc_eval import finite_numbers, first_max_per_group, group_pairs
+from ..textfile import read_text
+from .voc import finite_numbers, first_max_per_group, group_pairs
 
 CLASSES = ('Car', 'Pedestrian', 'Cyclist')
 MIN_OVERLAP = {'Car': 0.7, 'Pedestrian': 0.5, 'Cyclist': 0.5}

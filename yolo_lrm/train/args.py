@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cfg import CfgError
-from .data.loader import default_workers
+from ..cfg import CfgError
+from ..data.loader import default_workers
 
 RESUME_KEEP = ('device', 'workers')  # options a resumed run may change; everything else comes from the checkpoint
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from .box import greedy_keep, pairwise_iou_cxcywh
+from ..box import greedy_keep, pairwise_iou_cxcywh
 
 PAIR_BUDGET = 1 << 24  # prediction pairs per IoU matrix (64 MiB of float32), for batch 64 at 608 and beyond
 
