@@ -105,7 +105,7 @@ def test_evaluate_on_an_export_gives_pytorchs_map(weights, onnx_model, scored_da
         eval_main(['-', str(scored_data), str(model), '--out', str(out), '--workers', '0', '--batch', '2',
                    '--device', 'cpu'])
         maps[name] = json.loads((out / 'eval.json').read_text())
-        assert 'engine: ' + ('PyTorch' if name == 'pt' else 'ONNX Runtime fp32') in capsys.readouterr().out
+        assert 'engine: ' + ('PyTorch' if name == 'pt' else 'ONNX Runtime fp32') in capsys.readouterr().err
     assert maps['pt']['map'] > 0.5
     assert maps['onnx']['map'] == pytest.approx(maps['pt']['map'], abs=1e-6)
     assert maps['onnx']['per_class'] == pytest.approx(maps['pt']['per_class'], abs=1e-6)

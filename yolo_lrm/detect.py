@@ -24,9 +24,9 @@ from .allocator import keep_freed_memory
 from .cfg import CfgError
 from .data.datafile import parse_data
 from .draw import clip_boxes, draw_detections, palette
-from .head import detect
 from .engines import ENGINES, load_network
 from .export import ExportError
+from .head import detect
 from .letterbox import letterbox, unletterbox
 from .model import Darknet
 from .onnxrun import OnnxNetwork
@@ -387,8 +387,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument('--cfg', help='network cfg (needed for .weights; overrides the one inside a .pt)')
     ap.add_argument('--engine', choices=ENGINES, default='auto',
                     help='torch: PyTorch; onnx: ONNX Runtime on the CPU (a .pt / .weights is exported once, fp32, '
-                    'into the cache); auto: an .onnx with ONNX Runtime, a .pt / .weights with PyTorch (measured: '
-                    'ORT fp32 is not faster end to end on our CPU, bench/README.md)')
+                    'into the cache); auto: an .onnx with ONNX Runtime, a .pt / .weights with PyTorch')
     ap.add_argument('--names', help='class names file, one per line (default: from the .pt / .onnx, or --data)')
     ap.add_argument('--data', help='.data file whose names= gives the class names')
     ap.add_argument('--source', required=True,

@@ -99,7 +99,7 @@ def _main_model(argv: list[str]) -> None:
     metrics = a.metric or ['kitti' if data['eval'] == 'kitti' else 'voc07']
     loaded = load_network(a.weights, None if a.cfg == '-' else a.cfg, a.device, a.engine,
                           None if a.size is None else (a.size, a.size), a.set)
-    print(f'engine: {loaded.route}')
+    print(f'engine: {loaded.route}', file=sys.stderr)  # stdout stays the table alone
     out = a.out or data['results']
     result = evaluate_model(loaded.net, data, metrics, a.iou, names=None if data.named else loaded.names, size=a.size,
                             batch_size=a.batch, out=out, workers=a.workers, inclusive=a.iou_ge)
