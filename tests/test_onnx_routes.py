@@ -55,7 +55,7 @@ def assert_same_detections(got: list[np.ndarray], want: list[np.ndarray]) -> Non
 # ----------------------------------------------------------------------------------------------- the routes
 def test_detect_on_an_export_gives_pytorchs_detections(weights, onnx_model, images, tmp_path, capsys):  # noqa: F811
     want, route = detections(weights, images, tmp_path / 'pt', capsys, '--device', 'cpu')
-    assert route.startswith('engine: PyTorch on cpu (auto:')
+    assert route.startswith('engine: PyTorch on cpu (auto; --engine onnx exports it')
     got, route = detections(onnx_model, images, tmp_path / 'onnx', capsys)
     assert route == f'engine: ONNX Runtime fp32 on the CPU (an ONNX export: {onnx_model})'
     assert_same_detections(got, want)
