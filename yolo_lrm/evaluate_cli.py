@@ -10,7 +10,7 @@ import sys
 from typing import Sequence
 
 from .cfg import CfgError
-from .distributed import pick_device
+from .engines import ENGINES, load_network
 from .evaluation.evaluate import (METRICS, EvalResult, check_metrics, evaluate_model, format_table, save_csv, save_json,
                        score_kitti_dirs, score_voc_files)
 from .data.datafile import parse_data
@@ -68,9 +68,9 @@ def _main_kitti(argv: list[str]) -> None:
 def _main_model(argv: list[str]) -> None:
     ap = argparse.ArgumentParser(prog='evaluate.py', description='Run a model over valid= of a .data file and score '
                                  'it; or "evaluate.py voc|kitti --help" to score result files.')
-    ap.add_argument('cfg', help="network cfg ('-' to use the cfg embedded in a .pt)")
+    ap.add_argument('cfg', help="network cfg ('-': the cfg inside a .pt, or an .onnx export's own network)")
     ap.add_argument('data', help='.data file (valid=, names=, annotations= or kitti_labels=)')
-    ap.add_argument('weights', help='Darknet .weights or yolo_lrm .pt')
+    ap.add_argument('weights', help='Darknet .weights, yolo_lrm .pt, or an .onnx export (python -m yolo_lrm.export)')
     ap.add_argument('--metric', nargs='+', choices=METRICS,
                     help='voc07 and/or area, or kitti or kitti-voc alone (default: kitti if the .data says '
                          'eval=kitti, else voc07)')
@@ -79,6 +79,9 @@ def _main_model(argv: list[str]) -> None:
     ap.add_argument('--batch', type=int, default=8)
     ap.add_argument('--workers', type=int, default=2, help='image loading processes')
     ap.add_argument('--device', default='', help='cpu, cuda, cuda:N or N (default: cuda when available)')
+    ap.add_argument('--engine', choices=ENGINES, default='auto', help="as detect.py's: torch, onnx (ONNX Runtime on "
+                    "the CPU; a .pt / .weights exported once, fp32, into the cache), auto (.onnx: ONNX Runtime, else "
+                    "PyTorch)")
     ap.add_argument('--size', type=int, help='network input size (default: the cfg width)')
     ap.add_argument('--out', help='folder for result files, eval.json and eval.csv (default: results= of the .data)')
     ap.add_argument('--set', nargs='*', default=[], metavar='SECTION.KEY=VALUE', help='cfg overrides')
@@ -89,16 +92,16 @@ def _main_model(argv: list[str]) -> None:
             check_metrics(a.metric)
         except ValueError as exc:
             ap.error(f'--metric: {exc}')
-    if a.cfg == '-' and not a.weights.endswith('.pt'):  # said here: load_model cannot name this command's CFG
+    if a.cfg == '-' and not a.weights.endswith(('.pt', '.onnx')):  # said here: the loader cannot name CFG
         raise CfgError(f'{a.weights}: a Darknet .weights file needs its cfg: give the cfg file as the first '
                        f'argument (CFG) instead of -')
-    device = pick_device(a.device)
-    from .checkpoint import load_model
     data = parse_data(a.data)
     metrics = a.metric or ['kitti' if data['eval'] == 'kitti' else 'voc07']
-    net, ckpt_names = load_model(a.weights, None if a.cfg == '-' else a.cfg, a.set, device)
+    loaded = load_network(a.weights, None if a.cfg == '-' else a.cfg, a.device, a.engine,
+                          None if a.size is None else (a.size, a.size), a.set)
+    print(f'engine: {loaded.route}', file=sys.stderr)  # stdout stays the table alone
     out = a.out or data['results']
-    result = evaluate_model(net, data, metrics, a.iou, names=None if data.named else ckpt_names, size=a.size,
+    result = evaluate_model(loaded.net, data, metrics, a.iou, names=None if data.named else loaded.names, size=a.size,
                             batch_size=a.batch, out=out, workers=a.workers, inclusive=a.iou_ge)
     _warn_skipped(result.skipped, data.images('valid'))
     _report(result, a.json or os.path.join(out, 'eval.json'), a.csv or os.path.join(out, 'eval.csv'), a.plot or out,

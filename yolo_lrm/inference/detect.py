@@ -2,9 +2,10 @@
 unletterbox, draw and save the results.
 
 The preprocessing is `letterbox.letterbox` and the decoding `head.detect` + `letterbox.unletterbox`: exactly what
-evaluation uses, so a detection here is the detection that was scored.  Speed comes from conv+BN fusion,
-channels_last, autocast on CUDA, batches for image folders and a reader thread (`sources.FrameReader`) that decodes
-and letterboxes the next frames while the network runs on the current ones.
+evaluation uses, so a detection here is the detection that was scored.  The network is PyTorch's or an ONNX export
+run by ONNX Runtime (`engines.load_network`, `--engine`: the pipeline around it is the same).  Speed comes from
+conv+BN fusion, channels_last, autocast on CUDA, batches for image folders and a reader thread
+(`sources.FrameReader`) that decodes and letterboxes the next frames while the network runs on the current ones.
 """
 from __future__ import annotations
 
@@ -21,14 +22,15 @@ import torch
 
 from ..allocator import keep_freed_memory
 from ..cfg import CfgError
-from ..checkpoint import load_model
 from ..data.datafile import parse_data
-from ..distributed import pick_device
-from ..reports.draw import clip_boxes, draw_detections, palette
+from ..engines import ENGINES, load_network
+from ..evaluation.resultfiles import kitti_lines
+from ..export import ExportError
 from ..head import detect
 from ..letterbox import letterbox, unletterbox
 from ..model import Darknet
-from ..evaluation.resultfiles import kitti_lines
+from ..onnxrun import OnnxNetwork
+from ..reports.draw import clip_boxes, draw_detections, palette
 from ..runfolder import increment_dir
 from .sources import VIDEO_EXTS, Frame, FrameReader, Skip, SourceError, resolve_source
 from ..textfile import read_lines
@@ -41,26 +43,28 @@ VIDEO_WRITERS = {'.mp4': 'mp4v', '.m4v': 'mp4v', '.mov': 'mp4v', '.mkv': 'MJPG',
 
 # ------------------------------------------------------------------------------------------------------ detector
 class Detector:
-    """A network ready for inference: eval mode, BN fused, optionally channels_last and autocast (CUDA).
+    """A network ready for inference: eval mode, BN fused, optionally channels_last and autocast (CUDA); an
+    `OnnxNetwork` is taken as it is (the export is already fused, and ONNX Runtime picks its own layout).
 
     `detector([rgb images])` returns per image an (n, 6) tensor `x1, y1, x2, y2, score, class` in pixels of that
     image (unclipped, as evaluation scores them); the steps are also exposed for timing: `prepare`, `network`,
     `postprocess`.
     """
 
-    def __init__(self, net: Darknet, size: tuple[int, int] | None = None, conf: float = DEFAULT_CONF,
+    def __init__(self, net: Darknet | OnnxNetwork, size: tuple[int, int] | None = None, conf: float = DEFAULT_CONF,
                  nms: float = 0.45, max_det: int = 300, classes: list[int] | None = None, half: str | None = None,
                  fuse: bool = True, channels_last: bool = True):
         self.net = net.eval()
         self.device = next(net.parameters()).device
         if self.device.type == 'cpu':
             keep_freed_memory()
-        if fuse:
+        is_torch = isinstance(net, torch.nn.Module)
+        if fuse and is_torch:
             net.fuse()
         # channels_last: cuDNN's preferred layout; on CPU (oneDNN) it cut CPU time by 0-20% on the cfgs measured,
         # most on tiny-yolo, whose NCHW max-pools are slow (bench/bench_infer.py)
-        self.channels_last = channels_last
-        if channels_last:
+        self.channels_last = channels_last and is_torch
+        if self.channels_last:
             net.to(memory_format=torch.channels_last)
         self.size = size or (net.width, net.height)
         net.check_input_size(*self.size)
@@ -378,9 +382,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         description='Detect objects in images, folders, globs, list files, videos, cameras or streams.',
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument('--weights', required=True, help='.pt checkpoint (carries cfg and names) or Darknet .weights')
+    ap.add_argument('--weights', required=True, help='.pt checkpoint (carries cfg and names), Darknet .weights, or '
+                    'an .onnx export (python -m yolo_lrm.export: carries cfg, names and input size)')
     ap.add_argument('--cfg', help='network cfg (needed for .weights; overrides the one inside a .pt)')
-    ap.add_argument('--names', help='class names file, one per line (default: from the .pt, or --data)')
+    ap.add_argument('--engine', choices=ENGINES, default='auto',
+                    help='torch: PyTorch; onnx: ONNX Runtime on the CPU (a .pt / .weights is exported once, fp32, '
+                    'into the cache); auto: an .onnx with ONNX Runtime, a .pt / .weights with PyTorch')
+    ap.add_argument('--names', help='class names file, one per line (default: from the .pt / .onnx, or --data)')
     ap.add_argument('--data', help='.data file whose names= gives the class names')
     ap.add_argument('--source', required=True,
                     help='image, folder, glob, .txt list of paths, video file, camera index or rtsp/http URL')
@@ -447,23 +455,22 @@ def resolve_classes(items: list[str] | None, names: list[str]) -> list[int] | No
     return ids
 
 
-def build_detector(args: argparse.Namespace) -> tuple[Detector, list[str]]:
-    """Load the network named by the command line and wrap it for inference; returns it with the class names."""
-    if not args.cfg and not str(args.weights).endswith('.pt'):  # said here: load_model cannot name this option
+def build_detector(args: argparse.Namespace) -> tuple[Detector, list[str], str]:
+    """Load the network named by the command line and wrap it for inference; returns it with the class names and
+    the engine's route in words."""
+    if not args.cfg and not str(args.weights).endswith(('.pt', '.onnx')):  # said here: the loader cannot name --cfg
         raise ValueError(f'{args.weights}: a Darknet .weights file needs its cfg: pass --cfg CFG')
-    device = pick_device(args.device)
-    torch.backends.cudnn.benchmark = device.type == 'cuda'  # fixed input shape: autotuned kernels pay off
-    net, stored = load_model(args.weights, args.cfg, device=device)
-    names = resolve_names(args, stored, net.num_classes)
+    size = None if args.img_size is None else (args.img_size[0], args.img_size[-1])
+    loaded = load_network(args.weights, args.cfg, args.device, args.engine, size)
+    names = resolve_names(args, loaded.names, loaded.net.num_classes)
     if args.save_kitti and any(len(n.split()) != 1 for n in names):
         raise ValueError('--save-kitti: class names must be single words (KITTI types), got '
                          + ', '.join(repr(n) for n in names if len(n.split()) != 1))
-    if args.half and device.type != 'cuda':
-        print('--half: autocast is used on CUDA only; running fp32 on the CPU')
-    size = None if args.img_size is None else (args.img_size[0], args.img_size[-1])
-    detector = Detector(net, size, args.conf, args.nms, args.max_det, resolve_classes(args.classes, names),
+    detector = Detector(loaded.net, size, args.conf, args.nms, args.max_det, resolve_classes(args.classes, names),
                         args.half, channels_last=args.channels_last)
-    return detector, names
+    if args.half and detector.device.type != 'cuda':
+        print('--half: autocast is used on CUDA only; running fp32 on the CPU')
+    return detector, names, loaded.route
 
 
 def main(argv: list[str] | None = None) -> Summary:
@@ -474,7 +481,8 @@ def main(argv: list[str] | None = None) -> Summary:
                          args.view, not args.hide_conf)
     try:
         source = resolve_source(args.source)
-        detector, names = build_detector(args)
+        detector, names, route = build_detector(args)
+        print(f'engine: {route}')
         batch = 1 if source.live else args.batch
         reader = FrameReader(source, detector.prepare, depth=2 * batch + 2)
         try:
@@ -487,7 +495,7 @@ def main(argv: list[str] | None = None) -> Summary:
                 written = writer.close()
         finally:
             reader.close()
-    except (CfgError, SourceError, ValueError, OSError) as exc:
+    except (CfgError, SourceError, ValueError, OSError, ExportError) as exc:
         raise SystemExit(f'error: {exc}') from None
     print(report(summary, written))
     if summary.frames == 0:
