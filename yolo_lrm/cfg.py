@@ -134,7 +134,7 @@ class Section:
         """`file:line` of the key (or of the section header), or the `--set` override that set it, for error
         messages."""
         if key in self.set_by:
-            return f'--set {self.set_by[key]}'
+            return f'{self.path}: --set {self.set_by[key]}'
         line = self.given.get(key, self.line) if key else self.line
         return f'{self.path}:{line}'
 
