@@ -63,9 +63,10 @@ def make_set(folder: Path, n: int = 6, names: list[str] | None = None) -> Path:
     return data
 
 
-def train_cmd(folder: Path, *extra: str, data: str = 'x.data') -> list[str]:
-    return [sys.executable, str(ROOT / 'train.py'), str(ROOT / 'cfg' / 'demo.cfg'), str(folder / data), *TRAIN,
-            '--project', str(folder / 'runs'), *extra]
+def train_cmd(folder: Path, *extra: str, data: str = 'x.data', weights: str | None = None) -> list[str]:
+    """train.py on the demo cfg and the case's data (WEIGHTS before the options: --set takes every word after it)."""
+    return [sys.executable, str(ROOT / 'train.py'), str(ROOT / 'cfg' / 'demo.cfg'), str(folder / data),
+            *([weights] if weights else []), *TRAIN, '--project', str(folder / 'runs'), *extra]
 
 
 def resume_cmd(folder: Path) -> list[str]:
@@ -201,7 +202,7 @@ def wrong_weights(folder: Path) -> list[list[str]]:
     other.write_text((ROOT / 'cfg' / 'demo.cfg').read_text().replace('filters=16', 'filters=24', 1))
     first = train_cmd(folder, '--max-batches', '1')
     first[2] = str(other)
-    return [first, train_cmd(folder, str(folder / 'runs' / 'exp' / 'weights' / 'last.pt'), '--name', 'b')]
+    return [first, train_cmd(folder, '--name', 'b', weights=str(folder / 'runs' / 'exp' / 'weights' / 'last.pt'))]
 
 
 def read_only_resume(folder: Path) -> list[list[str]]:
