@@ -1,7 +1,8 @@
 """Train a YOLOv2 network the Darknet way: `python train.py CFG DATA [WEIGHTS] [options]` (see `--help`).
 
 Multi-GPU: `torchrun --nproc_per_node N train.py CFG DATA ...` (the cfg's batch is split over the processes).
-Exit status: 0 finished or early-stopped, 130 stopped by Ctrl-C/SIGTERM after saving, 1 non-finite loss, 2 bad input.
+Exit status: 0 finished or early-stopped, 130 stopped by Ctrl-C/SIGTERM after saving, 1 non-finite loss, 2 bad input
+(or the run folder in use by another run), 3 a checkpoint could not be saved (full disk, ...).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
 from yolo_lrm.cfg import CfgError  # noqa: E402  (after the OpenMP setting)
 from yolo_lrm.train.args import TrainArgs  # noqa: E402
-from yolo_lrm.train.trainer import NonFiniteLoss, train  # noqa: E402
+from yolo_lrm.train.trainer import NonFiniteLoss, SaveFailed, train  # noqa: E402
 
 EXAMPLES = """examples:
   python train.py cfg/demo.cfg data/demo.data                          # the built-in demo, 2-core CPU: 4 min
@@ -110,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLoss as exc:
         print(f'\nerror: {exc}', file=sys.stderr)
         return 1
+    except SaveFailed as exc:
+        print(f'\nerror: {exc}', file=sys.stderr)
+        return 3
     except (CfgError, ValueError, OSError) as exc:  # OSError: a file in the way, no permission, ...
         print(f'error: {exc}', file=sys.stderr)
         return 2

@@ -132,3 +132,51 @@ def test_list_file_with_a_utf8_bom_gives_clean_paths(tmp_path):
     assert read_list(str(tmp_path / 'list.txt')) == ['images/a.jpg', 'images/a.jpg']
     assert resolve_list(tmp_path / 'list.txt')[0] == str(tmp_path / 'images' / 'a.jpg')
     assert scan_dataset(tmp_path / 'list.txt', 1).count('image_missing') == 0
+
+
+# ------------------------------------------------------------------------------------------ issue 29's messages
+def _exif_jpeg(path, orientation):
+    """A JPEG whose APP1 Exif segment holds an orientation tag (big-endian TIFF, one IFD entry)."""
+    ok, data = cv2.imencode('.jpg', np.full((30, 40, 3), 90, np.uint8))
+    tiff = b'MM\0*' + (8).to_bytes(4, 'big') + (1).to_bytes(2, 'big') + \
+        bytes.fromhex('0112 0003 00000001') + orientation.to_bytes(2, 'big') + b'\0\0' + b'\0\0\0\0'
+    app1 = b'Exif\0\0' + tiff
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data[:2].tobytes() + b'\xff\xe1' + (len(app1) + 2).to_bytes(2, 'big') + app1
+                     + data[2:].tobytes())
+
+
+def test_exif_rotated_images_are_counted_and_said_once(tmp_path):
+    root = tmp_path / 'set'
+    _exif_jpeg(root / 'images' / 'rot.jpg', 6)
+    _exif_jpeg(root / 'images' / 'upright.jpg', 1)
+    _image(root / 'images' / 'plain.jpg')
+    for name in ('rot', 'upright', 'plain'):
+        _label(root / 'labels' / f'{name}.txt', '0 .5 .5 .2 .2\n')
+    (root / 'train.txt').write_text('images/rot.jpg\nimages/upright.jpg\nimages/plain.jpg\n')
+    for _ in range(2):  # the second scan reads the orientation from the cache
+        report = scan_dataset(str(root / 'train.txt'), 2)
+        assert len(report.images) == 3 and report.count('image_rotated') == 1
+        warnings = report.warnings()
+        assert len(warnings) == 1 and warnings[0].startswith('1 images carry an EXIF orientation other than 1 '
+                                                             f'(the first: {root / "images" / "rot.jpg"})')
+        assert 'EXIF-rotated 1' in report.table()
+
+
+def test_malformed_lines_are_shown_whole_and_a_majority_is_said(tmp_path):
+    root = tmp_path / 'set'
+    _image(root / 'images' / 'a.jpg')
+    _label(root / 'labels' / 'a.txt', '0 0.123456789 0.123456789 0.123456789 0.123456789 0.987654321\n'
+                                      '2.0 .5 .5 .1 .1\n0 .5 .5 .1 .1\n')
+    (root / 'train.txt').write_text('images/a.jpg\n')
+    report = scan_dataset(str(root / 'train.txt'), 3, use_cache=False)
+    details = [i.detail for i in report.issues if i.kind == 'line_malformed']
+    assert details == ["6 fields, expected 5 (class cx cy w h): "
+                       "'0 0.123456789 0.123456789 0.123456789 0.123456789 0.987654321'",
+                       "class '2.0' is not an integer: '2.0 .5 .5 .1 .1'"]
+    assert report.warnings() == [f'2 of 3 label lines are malformed and skipped (the first: '
+                                 f'{root / "labels" / "a.txt"}:1: {details[0]})']
+    report.require_boxes()  # one box is left
+    _label(root / 'labels' / 'a.txt', '0 .5 .5 .1 .1 .9\n')
+    with pytest.raises(DatasetError, match=r'no usable box in its 1 usable images \(1 malformed label lines'):
+        scan_dataset(str(root / 'train.txt'), 3, use_cache=False).require_boxes()

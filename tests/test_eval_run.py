@@ -14,7 +14,8 @@ import torch
 from yolo_lrm.cfg import parse_cfg_text
 from yolo_lrm.checkpoint import model_checkpoint, save_checkpoint
 from yolo_lrm.data import read_image
-from yolo_lrm.evaluation.evaluate import EvalResult, evaluate_model, labels_ground_truth, predict_list, run_list
+from yolo_lrm.data import scan_dataset
+from yolo_lrm.evaluation.evaluate import EvalResult, evaluate_model, predict_list, run_list, scan_ground_truth
 from yolo_lrm.evaluation.resultfiles import image_id, kitti_lines, write_kitti_results, write_voc_results
 from yolo_lrm.evaluate_cli import main as eval_main
 from yolo_lrm.reports.plots import plot_pr
@@ -142,17 +143,14 @@ def top_box(net, path):
     return int(d[5]), max(d[0], 0.), max(d[1], 0.), min(d[2], w - 1.), min(d[3], h - 1.)
 
 
-def test_labels_ground_truth_inverts_voc_label(tmp_path, images):
+def test_scan_ground_truth_inverts_voc_label(tmp_path, images):
     # voc_label.py on the XML box (21, 11, 60, 50) of a 200x150 image: x = (21+60)/2 - 1, w = 39, /W ...
     (tmp_path / 'labels').mkdir()
     (tmp_path / 'labels' / 'im0.txt').write_text(f'2 {39.5 / 200} {29.5 / 150} {39 / 200} {39 / 150}\n')
     (tmp_path / 'valid.txt').write_text(images[0] + '\n')
-    gt = labels_ground_truth(str(tmp_path / 'valid.txt'), [(200, 150)], NAMES)
+    gt = scan_ground_truth(scan_dataset(str(tmp_path / 'valid.txt'), 3, use_cache=False), [0], [(200, 150)])
     assert gt.ids == ['im0'] and gt.cls.tolist() == [2] and gt.boxes.tolist() == [[21, 11, 60, 50]]
     assert not gt.difficult.any()
-    (tmp_path / 'labels' / 'im0.txt').write_text('7 0.5 0.5 0.1 0.1\n')
-    with pytest.raises(ValueError, match=r'im0\.txt:1: class 7 outside 0\.\.2'):
-        labels_ground_truth(str(tmp_path / 'valid.txt'), [(200, 150)], NAMES)
 
 
 @pytest.mark.parametrize('annotations', [False, True])
@@ -251,7 +249,7 @@ def test_unreadable_image_is_skipped_reported_and_not_scored(tmp_path, net, imag
     metric = 'kitti' if gt == 'kitti' else ['voc07', 'area']
     res = evaluate_model(net, data, metric, workers=workers, progress=False, out=str(tmp_path / 'res'))
     want = evaluate_model(net, clean, metric, progress=False, out=str(tmp_path / 'want'))
-    assert len(res.skipped) == 1 and res.skipped[0].startswith(f'{broken}: cannot decode image')
+    assert res.skipped == [f'{broken}: not a readable image (bad or truncated header)']  # the scan's skip
     assert want.skipped == [] and 'skipped' not in want.to_json()
     assert res.to_json()['skipped'] == res.skipped
     for got, ref in zip(res.rows(), want.rows()):  # the corrupt image's object is not a miss
@@ -288,7 +286,7 @@ def test_cli_warns_about_unreadable_images_and_succeeds(tmp_path, net, images, c
     save_checkpoint(model_checkpoint(net, NAMES), weights)
     eval_main(['-', data, str(weights), '--out', str(tmp_path / 'out'), '--device', 'cpu', '--workers', '2'])
     out, err = capsys.readouterr()
-    assert f'warning: skipped unreadable image {broken}: cannot decode image' in err
+    assert f'warning: skipped unreadable image {broken}: not a readable image' in err
     assert 'warning: 1 of 4 images in' in err and 'with_broken.txt could not be read' in err
     assert out.splitlines()[1].split()[0] == 'voc07@0.5'
     assert json.loads((tmp_path / 'out' / 'eval.json').read_text())['skipped'][0].startswith(broken)
@@ -321,3 +319,70 @@ def test_cli_model_form_darknet_weights_without_cfg_names_the_cfg_argument(tmp_p
         eval_main(['-', data, str(tmp_path / 'm.weights'), '--device', 'cpu'])
     message = str(exc.value)
     assert 'm.weights' in message and 'first argument' in message and '--cfg' not in message
+
+
+# ------------------------------------------------------------------------------ scoring what the scan kept (#29)
+def perfect_run(monkeypatch, boxes_by_image):
+    """Replace the network pass by a perfect detector: per image path, (class, x1, y1, x2, y2) 0-based boxes."""
+    import yolo_lrm.evaluation.evaluate as ev
+
+    def run(net, paths, size=None, **kw):
+        dets = [np.array([[x1, y1, x2, y2, 0.9, c] for c, x1, y1, x2, y2 in boxes_by_image[p]], np.float32)
+                .reshape(-1, 6) for p in paths]
+        sizes = [read_image(p).shape[1::-1] for p in paths]
+        return ev.ListRun(list(paths), list(range(len(paths))), dets, [tuple(s) for s in sizes], [])
+
+    monkeypatch.setattr(ev, 'run_list', run)
+
+
+def test_a_perfect_detector_on_the_scans_boxes_scores_one(tmp_path, net, images, monkeypatch):
+    """R4: zero-size and wholly outside boxes are dropped by the scan, a box over the edge is clipped: a detector
+    that finds exactly the boxes training sees scores 1.0 (0.85 when the evaluation re-read the raw labels)."""
+    (tmp_path / 'labels').mkdir()
+    (tmp_path / 'labels' / 'im0.txt').write_text('0 0.5 0.5 0.2 0.2\n1 0.5 0.5 0 0.3\n2 1.5 0.5 0.2 0.2\n')
+    (tmp_path / 'labels' / 'im1.txt').write_text('1 0.9 0.5 0.4 0.2\n0 0.3 0.3 0.2 0.2\n')  # 1: clipped at x = 1
+    (tmp_path / 'valid.txt').write_text(''.join(p + '\n' for p in images[:2]))
+    (tmp_path / 'names').write_text('\n'.join(NAMES) + '\n')
+    data = write_text(tmp_path / 'x.data', 'classes=3\nvalid=valid.txt\nnames=names\n')
+    # 0-based pixel boxes of what the scan kept: im0 200x150, im1 120x160
+    perfect_run(monkeypatch, {images[0]: [(0, 80, 60, 120, 90)],
+                              images[1]: [(1, 84, 64, 119, 96), (0, 24, 32, 48, 64)]})
+    res = evaluate_model(net, data, ['voc07', 'area'], progress=False)
+    assert res.map == pytest.approx(1.0) and res.also[0].map == pytest.approx(1.0)
+    assert math.isnan(res.per_class['Cyclist'])  # its only box lay outside the image: no ground truth
+
+
+def test_spaces_and_non_ascii_ids_round_trip_the_result_files(tmp_path, net, images):
+    """R1: an image id with spaces and non-ASCII letters scores (it died at the first evaluation), and its result
+    lines keep six fields, the id percent-encoded only where it has whitespace."""
+    import shutil
+    from yolo_lrm.evaluation.evaluate import score_voc_files
+    odd = str(tmp_path / 'images' / 'ünï cødé 画像 1.png')
+    shutil.copy(images[0], odd)
+    data = write_dataset(tmp_path, [odd, images[1]], [top_box(net, odd), top_box(net, images[1])],
+                         annotations=True)
+    res = evaluate_model(net, data, 'voc07', progress=False, out=str(tmp_path / 'res'))
+    lines = [ln for p in (tmp_path / 'res').glob('comp4_det_test_*.txt') for ln in p.read_text().splitlines()]
+    assert all(len(ln.split()) == 6 for ln in lines) and any(ln.startswith('ünï%20cødé%20画像%201 ') for ln in lines)
+    assert any(ln.startswith('im1 ') for ln in lines)  # ordinary ids as Darknet writes them
+    ids = ['ünï cødé 画像 1', 'im1']
+    again = score_voc_files(str(tmp_path / 'Annotations'), ids, NAMES, str(tmp_path / 'res' / 'comp4_det_test_{}.txt'))
+    assert again.per_class == pytest.approx(res.per_class, nan_ok=True)  # the files give the same numbers
+
+
+def test_what_the_scan_skips_in_valid_is_skipped_by_the_evaluation(tmp_path, net, images):
+    """R2: a missing label file, a 6-column line and a class written 2.0 are skipped as the scan says (the
+    evaluation re-read them strictly and stopped the run at its first evaluation)."""
+    data = write_dataset(tmp_path, images, [top_box(net, p) for p in images])
+    (tmp_path / 'labels' / 'im1.txt').unlink()
+    (tmp_path / 'labels' / 'im2.txt').write_text((tmp_path / 'labels' / 'im2.txt').read_text()
+                                                 + '0 0.5 0.5 0.1 0.1 0.9\n2.0 0.5 0.5 0.1 0.1\n')
+    res = evaluate_model(net, data, 'voc07', progress=False, out=str(tmp_path / 'res'))
+    assert res.skipped == [f'{tmp_path / "labels" / "im1.txt"}: no label file']
+    assert res.scored.truth.ids == ['im0', 'im2'] and len(res.scored.truth.cls) == 2
+    assert not any(ln.startswith('im1 ') for p in (tmp_path / 'res').glob('comp4_*') for ln in p.read_text().split('\n'))
+
+
+def write_text(path, text):
+    path.write_text(text)
+    return str(path)

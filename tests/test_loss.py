@@ -280,7 +280,7 @@ def test_truth_limit_padding_and_empty_images():
 
 
 def test_errors_name_file_and_key():
-    with pytest.raises(CfgError, match=r'small\.cfg:\d+.*max'):
+    with pytest.raises(CfgError, match=r"small\.cfg: --set region\.max=31: \[region\] key 'max'"):
         small_loss('region.max=31')
     with pytest.raises(CfgError, match='focal'):
         small_loss('region.focal=1')

@@ -125,12 +125,16 @@ class Section:
     path: str = '<memory>'
     line: int = 0
     given: dict[str, int] = field(default_factory=dict)  # keys written in the file -> line number
+    set_by: dict[str, str] = field(default_factory=dict)  # keys an override set -> the override (`net.width=100`)
 
     def __getitem__(self, key: str) -> Any:
         return self.options[key]
 
     def where(self, key: str | None = None) -> str:
-        """`file:line` of the key (or of the section header) for error messages."""
+        """`file:line` of the key (or of the section header), or the `--set` override that set it, for error
+        messages."""
+        if key in self.set_by:
+            return f'{self.path}: --set {self.set_by[key]}'
         line = self.given.get(key, self.line) if key else self.line
         return f'{self.path}:{line}'
 
@@ -296,7 +300,8 @@ def apply_overrides(cfg: Cfg, overrides: list[str]) -> None:
             sec.options[key] = schema[key][0](''.join(value.split()))
         except ValueError as exc:
             raise CfgError(f'override {item!r}: cannot parse {value!r} ({exc})') from None
-        sec.given[key] = 0
+        sec.given[key] = 0  # written by to_text even when it equals the default
+        sec.set_by[key] = item
 
 def _override_section(cfg: Cfg, name: str, item: str) -> Section:
     if name.lstrip('-').isdigit():

@@ -36,12 +36,27 @@ def model_checkpoint(net: Darknet, names: list[str] | None, **extra: Any) -> dic
 
 
 def load_weights(net: Darknet, ckpt: dict[str, Any], what: str) -> None:
-    """Load a checkpoint's weights and `seen` into `net`; a mismatch raises ValueError(`what: <torch's reason>`)."""
+    """Load a checkpoint's weights and `seen` into `net`; a mismatch raises ValueError(`what: <the first mismatch>`)
+    in one line (torch's own message lists every tensor)."""
     try:
         net.load_state_dict(ckpt['model'])
     except RuntimeError as exc:
-        raise ValueError(f'{what}: {exc}') from None
+        raise ValueError(f'{what}: {state_mismatch(net.state_dict(), ckpt["model"]) or exc}') from None
     net.seen = int(ckpt.get('seen', 0))
+
+
+def state_mismatch(own: dict[str, Any], stored: dict[str, Any]) -> str:
+    """The first difference between a network's state dict and a stored one, and how many there are ('' if none)."""
+    shapes = [k for k in own if k in stored and tuple(own[k].shape) != tuple(stored[k].shape)]
+    missing = [k for k in own if k not in stored]
+    extra = [k for k in stored if k not in own]
+    found = [*(f'{k} is {tuple(stored[k].shape)} in the file, {tuple(own[k].shape)} in the network' for k in shapes),
+             *(f'{k} is missing from the file' for k in missing),
+             *(f'the file has {k}, which the network lacks' for k in extra)]
+    if not found:
+        return ''
+    return found[0] + (f' (and {len(found) - 1} more differences: is it a checkpoint of another cfg?)'
+                       if len(found) > 1 else '')
 
 
 def checkpoint_model(ckpt: dict[str, Any], weights: str | os.PathLike, cfg: str | os.PathLike | None = None,

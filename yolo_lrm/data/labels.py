@@ -71,11 +71,28 @@ def parse_label_text(text: str) -> tuple[np.ndarray, np.ndarray, list[tuple[int,
             if not all(math.isfinite(v) for v in values[1:]):
                 raise ValueError
         except ValueError:
-            bad.append((lineno, line.strip()[:80]))
+            bad.append((lineno, _shown(line.strip())))
             continue
         rows.append(values)
         lines.append(lineno)
     return (np.array(rows, dtype=np.float32).reshape(-1, 5), np.array(lines, dtype=np.int32), bad)
+
+
+def _shown(line: str, limit: int = 200) -> str:
+    """A label line for a message: whole (an extra column is what tells an exporter's score apart), long ones cut."""
+    return line if len(line) <= limit else line[:limit] + '...'
+
+
+def malformed_reason(line: str) -> str:
+    """Why `parse_label_text` rejected a line, for the scan's messages."""
+    fields = line.split()
+    if len(fields) != 5:
+        return f'{len(fields)} fields, expected 5 (class cx cy w h)'
+    try:
+        int(fields[0])
+    except ValueError:
+        return f'class {fields[0]!r} is not an integer'
+    return 'cx cy w h must be finite numbers'
 
 
 def box_issue(x1: float, y1: float, x2: float, y2: float, width: float, height: float) -> str | None:
@@ -106,9 +123,29 @@ def box_issue_lines(empty: list[str], outside: list[str], errors: list[str], out
     return lines
 
 
-def _jpeg_size(f) -> tuple[int, int] | None:
+def _exif_orientation(segment: bytes) -> int:
+    """The orientation tag (0x0112) in the first IFD of an APP1 Exif segment; 1 (as stored) when absent."""
+    tiff = segment[6:] if segment.startswith(b'Exif\0\0') else b''
+    order = {b'II': '<', b'MM': '>'}.get(tiff[:2])
+    if order is None or len(tiff) < 8:
+        return 1
+    ifd = struct.unpack(order + 'I', tiff[4:8])[0]
+    if ifd + 2 > len(tiff):
+        return 1
+    for k in range(struct.unpack(order + 'H', tiff[ifd:ifd + 2])[0]):
+        at = ifd + 2 + 12 * k
+        if at + 12 > len(tiff):
+            break
+        if struct.unpack(order + 'H', tiff[at:at + 2])[0] == 0x0112:
+            return struct.unpack(order + 'H', tiff[at + 8:at + 10])[0]
+    return 1
+
+
+def _jpeg_size(f) -> tuple[int, int, int] | None:
+    """(width, height, EXIF orientation) from a JPEG's markers."""
     if f.read(2) != b'\xff\xd8':
         return None
+    orientation = 1
     while True:
         head = f.read(2)
         if len(head) < 2 or head[0] != 0xFF:
@@ -123,23 +160,34 @@ def _jpeg_size(f) -> tuple[int, int] | None:
         if len(seg) < 2:
             return None
         length = struct.unpack('>H', seg)[0]
+        if marker == 0xE1:          # APP1: Exif, where cameras and phones say how to rotate the stored pixels
+            segment = f.read(max(length - 2, 0))
+            orientation = _exif_orientation(segment) if orientation == 1 else orientation
+            continue
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
             data = f.read(5)
             if len(data) < 5:
                 return None
             h, w = struct.unpack('>HH', data[1:5])
-            return w, h
+            return w, h, orientation
         f.seek(length - 2, 1)
 
 
-def _png_size(head: bytes) -> tuple[int, int] | None:
+def _png_size(head: bytes) -> tuple[int, int, int] | None:
+    """(width, height, orientation 1) from a PNG's IHDR."""
     if len(head) < 24 or head[12:16] != b'IHDR':
         return None
-    return struct.unpack('>II', head[16:24])
+    return (*struct.unpack('>II', head[16:24]), 1)
 
 
 def image_size(path: str) -> tuple[int, int]:
-    """(width, height) read from the file header (JPEG, PNG; other formats are decoded).
+    """(width, height) read from the file header (see `image_header`)."""
+    return image_header(path)[:2]
+
+
+def image_header(path: str) -> tuple[int, int, int]:
+    """(width, height, EXIF orientation) read from the file header (JPEG, PNG; other formats are decoded; the
+    orientation is read from JPEGs only, 1 elsewhere).
 
     Raises OSError when the file cannot be opened and ImageError when it is not a readable image.
     """
@@ -153,7 +201,7 @@ def image_size(path: str) -> tuple[int, int]:
             size = _png_size(head)
         elif head:
             im = read_image(path)
-            size = (im.shape[1], im.shape[0])
+            size = (im.shape[1], im.shape[0], 1)
     if not size or size[0] <= 0 or size[1] <= 0:
         raise ImageError(f'{path}: not a readable image (bad or truncated header)')
     return size

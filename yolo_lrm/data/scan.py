@@ -1,9 +1,11 @@
 """Dataset scan: reads an image list once, checks every image and label file, and reports what it found.
 
 Nothing bad crashes the scan and nothing disappears silently: every skipped image, skipped line, clipped, dropped or
-duplicate box is an `Issue` (kind, file, line, detail), counted in the report and written to the log file.  The one
-error is a class id outside `0..classes-1`: it means the data file's class count does not fit the labels, so
-`ScanReport.raise_errors` stops with the first locations.
+duplicate box, and every JPEG with an EXIF orientation other than 1 (used as stored, as Darknet does), is an `Issue`
+(kind, file, line, detail), counted in the report and written to the log file.  The one error is a class id outside
+`0..classes-1`: it means the data file's class count does not fit the labels, so `ScanReport.raise_errors` stops with
+the first locations; `require_boxes` is the training set's (no usable box at all), and `warnings` what the console
+says beyond the counts (most label lines malformed, EXIF-rotated images).
 
 The images come as an `ImageList` (a Darknet list file, or a data.yaml split; `imagelist.py` says where each label
 file is).  Parsed labels and image sizes are cached in a `.npz` file keyed by each file's size and mtime, so a second
@@ -22,7 +24,7 @@ import numpy as np
 
 from ..atomic import atomic_write
 from .imagelist import DatasetError, ImageList, image_list
-from .labels import ImageError, image_size, parse_label_text, raw_rule_hint
+from .labels import ImageError, image_header, malformed_reason, parse_label_text, raw_rule_hint
 
 log = logging.getLogger('yolo_lrm.data')
 
@@ -31,9 +33,11 @@ ISSUE_KINDS = {
     'image_missing': 'image skipped', 'image_unreadable': 'image skipped', 'image_corrupt': 'image skipped',
     'label_missing': 'image skipped', 'label_unreadable': 'image skipped', 'image_duplicate': 'kept',
     'line_malformed': 'line skipped', 'box_clipped': 'box clipped to the image', 'box_dropped': 'box dropped',
-    'box_duplicate': 'box dropped', 'class_out_of_range': 'ERROR',
+    'box_duplicate': 'box dropped', 'class_out_of_range': 'ERROR', 'image_rotated': 'kept, used as stored',
 }
-CACHE_VERSION = 1
+IMAGE_SKIPS = tuple(k for k, v in ISSUE_KINDS.items() if v == 'image skipped')
+CACHE_VERSION = 2
+_MOSTLY_MALFORMED = 0.5  # above this share of malformed label lines the console says so, not only the log
 _EDGE_TOL = 1e-6  # label edges within this of [0, 1] are clipped without an issue (float rounding)
 
 
@@ -63,6 +67,7 @@ class ScanReport:
     labels_empty: int
     per_class: np.ndarray       # (classes,) int64 instances
     issues: list[Issue] = field(default_factory=list)
+    lines: int = 0              # non-blank label lines read (malformed ones included)
     from_cache: int = 0
     seconds: float = 0.0
 
@@ -87,6 +92,35 @@ class ScanReport:
                                f'{self.num_classes - 1}; is classes={self.num_classes} of the data file right?'
                                f'\n  {where}' + ('\n  ...' if len(errors) > 5 else ''))
 
+    def skipped_images(self) -> list[str]:
+        """The entries the scan left out, as "path: reason"."""
+        return [f'{i.path}: {i.detail}' for i in self.issues if i.kind in IMAGE_SKIPS]
+
+    def require_boxes(self) -> None:
+        """Raise DatasetError when no usable image has a usable box (training would learn background only)."""
+        if len(self.boxes):
+            return
+        first = next((i for i in self.issues if i.kind in ('line_malformed', 'box_dropped')), None)
+        why = f'; the first skipped: {first.path}:{first.line}: {first.detail}' if first else ''
+        raise DatasetError(f'{self.list_path}: no usable box in its {len(self.images)} usable images '
+                           f'({self.count("line_malformed")} malformed label lines, {self.count("box_dropped")} '
+                           f'boxes dropped){why}')
+
+    def warnings(self) -> list[str]:
+        """What the console must say beyond the counts: most label lines malformed, EXIF-rotated images."""
+        out = []
+        malformed = [i for i in self.issues if i.kind == 'line_malformed']
+        if malformed and len(malformed) > _MOSTLY_MALFORMED * self.lines:
+            m = malformed[0]
+            out.append(f'{len(malformed)} of {self.lines} label lines are malformed and skipped (the first: '
+                       f'{m.path}:{m.line}: {m.detail})')
+        rotated = [i for i in self.issues if i.kind == 'image_rotated']
+        if rotated:
+            out.append(f'{len(rotated)} images carry an EXIF orientation other than 1 (the first: {rotated[0].path}); '
+                       f'they are used as stored, as Darknet does: their labels must follow the stored pixels, not '
+                       f'the rotated view of EXIF-aware tools')
+        return out
+
     def table(self, names: list[str] | None = None) -> str:
         """A short printable summary."""
         c = self.count
@@ -94,7 +128,7 @@ class ScanReport:
             f'dataset {self.list_path}: {self.entries} entries, {len(self.images)} usable images, '
             f'{len(self.boxes)} boxes ({self.seconds:.2f} s, {self.from_cache} label files from cache)',
             f'  images  missing {c("image_missing")}  corrupt {c("image_corrupt")}  unreadable '
-            f'{c("image_unreadable")}  duplicate entries {c("image_duplicate")}',
+            f'{c("image_unreadable")}  duplicate entries {c("image_duplicate")}  EXIF-rotated {c("image_rotated")}',
             f'  labels  missing {c("label_missing")}  unreadable {c("label_unreadable")}  empty (background) '
             f'{self.labels_empty}  malformed lines {c("line_malformed")}',
             f'  boxes   clipped {c("box_clipped")}  dropped {c("box_dropped")}  duplicates {c("box_duplicate")}'
@@ -120,7 +154,7 @@ class _Cache:
 
     def __init__(self, path: str | None):
         self.path = path
-        self.images: dict[str, tuple[int, int, int, int]] = {}     # path -> size, mtime, w, h (w = -1: corrupt)
+        self.images: dict[str, tuple[int, ...]] = {}  # path -> size, mtime, w, h (w = -1: corrupt), orientation
         self.labels: dict[str, tuple[int, int, np.ndarray, np.ndarray, list]] = {}
         self.used: set[str] = set()        # entries this scan looked up: only these are saved again
         self.dirty = False
@@ -143,11 +177,11 @@ class _Cache:
                 a, b = off[i], off[i + 1]
                 self.labels[p] = (meta[0], meta[1], rows[a:b], lines[a:b], [tuple(x) for x in bad[i]])
 
-    def image(self, path: str, st: os.stat_result) -> tuple[int, int] | None:
+    def image(self, path: str, st: os.stat_result) -> tuple[int, int, int] | None:
         self.used.add(path)
         hit = self.images.get(path)
         if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
-            return hit[2], hit[3]
+            return hit[2], hit[3], hit[4]
         return None
 
     def label(self, path: str, st: os.stat_result):
@@ -167,7 +201,7 @@ class _Cache:
         arrays = dict(
             version=np.array(CACHE_VERSION),
             img_paths=np.array(list(images), dtype=str),
-            img_meta=np.array(list(images.values()), dtype=np.int64).reshape(-1, 4),
+            img_meta=np.array(list(images.values()), dtype=np.int64).reshape(-1, 5),
             lab_paths=np.array([p for p, _ in labs], dtype=str),
             lab_meta=np.array([v[:2] for _, v in labs], dtype=np.int64).reshape(-1, 2),
             lab_off=np.concatenate(([0], np.cumsum(counts))).astype(np.int64),
@@ -194,9 +228,9 @@ def _check_image(path: str, cache: _Cache, issues: list[Issue]) -> tuple[int, in
     size = cache.image(path, st)
     if size is None:
         try:
-            size = image_size(path)
+            size = image_header(path)
         except ImageError:
-            size = (-1, -1)
+            size = (-1, -1, 1)
         except OSError as exc:
             issues.append(Issue('image_unreadable', path, 0, exc.strerror or str(exc)))
             return None
@@ -205,7 +239,9 @@ def _check_image(path: str, cache: _Cache, issues: list[Issue]) -> tuple[int, in
     if size[0] < 0:
         issues.append(Issue('image_corrupt', path, 0, 'not a readable image (bad or truncated header)'))
         return None
-    return size
+    if size[2] != 1:
+        issues.append(Issue('image_rotated', path, 0, f'EXIF orientation {size[2]}'))
+    return size[:2]
 
 
 def _read_label(path: str, hint: str, cache: _Cache, issues: list[Issue]):
@@ -242,7 +278,7 @@ def scan_dataset(split: ImageList | str | os.PathLike, num_classes: int, cache_d
     issues: list[Issue] = []
     entries = listed.entries
     seen: set[str] = set()
-    images, sizes, label_files, parsed, empty, from_cache = [], [], [], [], 0, 0
+    images, sizes, label_files, parsed, empty, from_cache, lines_read = [], [], [], [], 0, 0, 0
     for entry, image, lpath in zip(entries, listed.paths(), listed.label_paths()):
         if image in seen:
             issues.append(Issue('image_duplicate', image, 0, 'listed more than once'))
@@ -256,8 +292,8 @@ def scan_dataset(split: ImageList | str | os.PathLike, num_classes: int, cache_d
             continue
         from_cache += cached
         rows, lines, bad = result
-        issues.extend(Issue('line_malformed', lpath, ln, f'expected "class cx cy w h", got {text!r}')
-                      for ln, text in bad)
+        issues.extend(Issue('line_malformed', lpath, ln, f'{malformed_reason(text)}: {text!r}') for ln, text in bad)
+        lines_read += len(rows) + len(bad)
         empty += len(rows) == 0 and not bad
         images.append(image)
         sizes.append(size)
@@ -269,7 +305,7 @@ def scan_dataset(split: ImageList | str | os.PathLike, num_classes: int, cache_d
     per_class = np.bincount(boxes[:, 0].astype(np.int64), minlength=num_classes)[:num_classes] if len(boxes) \
         else np.zeros(num_classes, np.int64)
     return ScanReport(listed.source, num_classes, len(entries), images, np.array(sizes, np.int32).reshape(-1, 2),
-                      boxes, offsets, empty, per_class, issues, from_cache, time.perf_counter() - start)
+                      boxes, offsets, empty, per_class, issues, lines_read, from_cache, time.perf_counter() - start)
 
 
 def _clean_boxes(parsed: list[tuple[np.ndarray, np.ndarray]], files: list[str],

@@ -17,8 +17,11 @@ Metrics: `voc07` (11-point, VOC2007, the default; `kitti` when DATA says `eval=k
 `kitti-voc` (the LRM paper's KITTI table: VOC AP over the dataset's classes, 11-point and area) and `kitti` (the
 official KITTI 2D protocol, needs `kitti_labels=` in DATA); `voc07` and `area` may be given together (a row per
 metric at every IoU), `kitti` and `kitti-voc` only alone.  VOC ground truth comes from `annotations=` (VOC XML)
-when DATA has it, else from the Darknet label files of the list (see `labels_ground_truth`).  An image of the list
-that cannot be decoded is skipped with a warning, and left out of the scoring together with its ground truth.
+when DATA has it, else from the Darknet label files as the training scan keeps them (see `scan_ground_truth`).
+The list is scanned as training scans it (`scan_dataset`): the images, label lines and boxes it skips or drops are
+left out of the scoring, clipped boxes are scored clipped, and an image that cannot be decoded is skipped too; each
+is named in `EvalResult.skipped`.  Scoring works on the detections in memory, at the precision the result files
+print; the files are written for the user (see `resultfiles.py` for image ids with spaces).
 
 Inference is `detector valid`'s: letterbox, threshold .005 on objectness x class probability, class-wise NMS .45,
 boxes mapped back to the original image.  Result lines are Darknet's (`print_detector_detections`):
@@ -51,15 +54,13 @@ from ..cfg import CfgError
 from ..data import LetterboxImages, collate_images
 from ..data.datafile import DataCfg, parse_data
 from ..data.dataset import Unreadable
-from ..data.labels import parse_label_text
-from ..data.imagelist import ImageList, image_list
+from ..data.scan import ScanReport, scan_dataset
 from ..head import detect
 from .kitti import MIN_OVERLAP, KittiClass, evaluate_kitti_dirs
 from ..letterbox import unletterbox
 from .voc import (Detections, GroundTruth, class_ap, class_pr, load_voc_annotations, read_all_detections,
-                       read_image_set)
-from .resultfiles import darknet_boxes, unique_ids, write_kitti_results, write_voc_results
-from ..textfile import read_text
+                  read_image_set)
+from .resultfiles import darknet_boxes, printed, unique_ids, write_kitti_results, write_voc_results
 
 DEFAULT_CONF = 0.005  # Darknet `detector valid`
 DEFAULT_NMS = 0.45
@@ -205,14 +206,15 @@ class Scored:
 
 
 def class_detections(run: ListRun, num_classes: int) -> list[Detections]:
-    """A run's detections per class, boxes as the result files print them (`darknet_boxes`), images in run order."""
+    """A run's detections per class, scores and boxes exactly as the result files print them (`darknet_boxes`,
+    `printed`), images in run order: scoring these equals scoring the files."""
     image = np.concatenate([np.full(len(d), i, np.int64) for i, d in enumerate(run.dets)] or [np.zeros(0, np.int64)])
     rows = np.concatenate(list(run.dets) or [np.zeros((0, 6), np.float32)])
-    boxes = np.concatenate([darknet_boxes(d, w, h) for d, (w, h) in zip(run.dets, run.sizes)]
-                           or [np.zeros((0, 4), np.float32)]).astype(np.float64)
+    boxes = printed(np.concatenate([darknet_boxes(d, w, h) for d, (w, h) in zip(run.dets, run.sizes)]
+                                   or [np.zeros((0, 4), np.float32)]))
+    score = printed(rows[:, 4])
     cls = rows[:, 5].astype(np.int64)
-    return [Detections(image[cls == c], rows[cls == c, 4].astype(np.float64), boxes[cls == c])
-            for c in range(num_classes)]
+    return [Detections(image[cls == c], score[cls == c], boxes[cls == c]) for c in range(num_classes)]
 
 
 def run_list(net, paths: Sequence[str], size: int | None = None, conf: float = DEFAULT_CONF,
@@ -274,41 +276,26 @@ def predict_list(net, paths: Sequence[str], size: int | None = None, conf: float
 
 
 # --------------------------------------------------------------------------------------- validation of a .data
-def labels_ground_truth(split: ImageList | str, sizes: Sequence[tuple[int, int]], names: Sequence[str],
-                        keep: Sequence[int] | None = None) -> GroundTruth:
-    """VOC ground truth from the Darknet label files of a list (only its entries `keep`, if given; `sizes` has one
-    (w, h) per entry used), for scoring when there is no XML.
+def scan_ground_truth(report: ScanReport, keep: Sequence[int], sizes: Sequence[tuple[int, int]]) -> GroundTruth:
+    """VOC ground truth of the scanned images `keep` (indices into `report.images`, with their (w, h)), for scoring
+    when there is no XML: the boxes training sees (skipped lines and dropped boxes absent, clipped boxes clipped).
 
-    The list's rule finds each label file (`ImageList.label_paths`).  A row `c cx cy w h` becomes the
-    1-based pixel box `x1 = (cx - w/2) * W + 1`, `x2 = (cx + w/2) * W + 1` (y likewise), rounded to integers: the
-    exact inverse of `voc_label.py`, so labels made from VOC XML give back the XML's integers.  Label files have no
-    `difficult` flag, and `voc_label.py` dropped the difficult objects, so detections of those count as FP here:
-    scores are slightly below the XML-based ones."""
-    listed = image_list(split)
-    entries, labels = list(listed.entries), listed.label_paths()
-    if keep is not None:
-        entries, labels = [entries[i] for i in keep], [labels[i] for i in keep]
-    if len(entries) != len(sizes):
-        raise ValueError(f'{listed.source}: {len(entries)} images to score but {len(sizes)} image sizes')
-    image, cls, boxes = [], [], []
-    for i, (entry, path, (w, h)) in enumerate(zip(entries, labels, sizes)):
-        text = read_text(path, f'the label file of {entry}')
-        rows, lines, bad = parse_label_text(text)
-        if bad:
-            raise ValueError(f'{path}:{bad[0][0]}: expected "class cx cy w h", got {bad[0][1]!r}')
-        out = (rows[:, 0] < 0) | (rows[:, 0] >= len(names))
-        if out.any():
-            k = int(np.flatnonzero(out)[0])
-            raise ValueError(f'{path}:{lines[k]}: class {int(rows[k, 0])} outside 0..{len(names) - 1}')
-        r = rows.astype(np.float64)
-        half_w, half_h = r[:, 3] / 2, r[:, 4] / 2
-        boxes.append(np.rint(np.stack(((r[:, 1] - half_w) * w, (r[:, 2] - half_h) * h,
-                                       (r[:, 1] + half_w) * w, (r[:, 2] + half_h) * h), 1) + 1))
-        image.append(np.full(len(r), i, np.int64))
-        cls.append(r[:, 0].astype(np.int64))
-    ids = unique_ids(entries)
-    return GroundTruth(ids, np.concatenate(image), np.concatenate(cls), np.concatenate(boxes).reshape(-1, 4),
-                       np.zeros(sum(map(len, image)), bool))
+    A row `c cx cy w h` becomes the 1-based pixel box `x1 = (cx - w/2) * W + 1`, `x2 = (cx + w/2) * W + 1` (y
+    likewise), rounded to integers: the exact inverse of `voc_label.py`, so labels made from VOC XML give back the
+    XML's integers.  Label files have no `difficult` flag, and `voc_label.py` dropped the difficult objects, so
+    detections of those count as FP here: scores are slightly below the XML-based ones."""
+    keep = np.asarray(keep, np.int64)
+    if len(keep) != len(sizes):
+        raise ValueError(f'{report.list_path}: {len(keep)} images to score but {len(sizes)} image sizes')
+    counts = np.diff(report.offsets)[keep]
+    rows = np.concatenate([report.labels(i) for i in keep] or [np.zeros((0, 5), np.float32)]).astype(np.float64)
+    wh = np.repeat(np.asarray(sizes, np.float64).reshape(-1, 2), counts, axis=0)
+    half_w, half_h = rows[:, 3] / 2, rows[:, 4] / 2
+    boxes = np.rint(np.stack(((rows[:, 1] - half_w) * wh[:, 0], (rows[:, 2] - half_h) * wh[:, 1],
+                              (rows[:, 1] + half_w) * wh[:, 0], (rows[:, 2] + half_h) * wh[:, 1]), 1) + 1)
+    ids = unique_ids([report.images[i] for i in keep])
+    return GroundTruth(ids, np.repeat(np.arange(len(keep)), counts), rows[:, 0].astype(np.int64), boxes,
+                       np.zeros(len(rows), bool))
 
 
 def check_metrics(metric: str | Sequence[str]) -> list[str]:
@@ -327,11 +314,14 @@ def check_metrics(metric: str | Sequence[str]) -> list[str]:
 def evaluate_model(net, data_cfg: str | os.PathLike | DataCfg, metric: str | Sequence[str] = 'voc07',
                    iou: float | Sequence[float] = 0.5, names: Sequence[str] | None = None, size: int | None = None,
                    batch_size: int = 8, device: str | torch.device | None = None, out: str | None = None,
-                   workers: int = 0, inclusive: bool = False, progress: bool = True) -> EvalResult:
+                   workers: int = 0, inclusive: bool = False, progress: bool = True,
+                   report: ScanReport | None = None) -> EvalResult:
     """Run the network over `valid=` of a `.data` file, write the result files into `out` (a temporary folder if
-    None) and score them: a row per metric at every IoU, the headline row being the first metric at the first IoU
-    (VOC07 11-point @ .5 by default).  Images that cannot be decoded are left out of the scoring, their ground
-    truth included, and listed in `result.skipped`; a ValueError if no image can be read."""
+    None) and score it: a row per metric at every IoU, the headline row being the first metric at the first IoU
+    (VOC07 11-point @ .5 by default).  The list is scanned as training scans it, or `report` is that scan (the
+    trainer's, whose issues it has reported already); what the scan skips and the images that cannot be decoded are
+    left out of the scoring, their ground truth included, and listed in `result.skipped` (the scan's only when it is
+    made here); a ValueError if no image can be read."""
     metrics = check_metrics(metric)
     data = data_cfg if isinstance(data_cfg, DataCfg) else parse_data(data_cfg)
     if not data['valid']:
@@ -342,42 +332,42 @@ def evaluate_model(net, data_cfg: str | os.PathLike | DataCfg, metric: str | Seq
     names = list(names or data.names())
     if len(names) != net.num_classes:
         raise CfgError(f'{data.path}: {len(names)} class names for a network with {net.num_classes} classes')
-    valid = data.images('valid')
-    paths = valid.paths()
-    if not paths:
+    skipped: list[str] = []
+    if report is None:
+        report = scan_dataset(data.images('valid'), len(names))
+        report.raise_errors()
+        skipped = report.skipped_images()
+    if not report.entries:
         raise ValueError(f'{data["valid"]}: the image list is empty')
-    unique_ids(paths)  # before the long run: two images with one id would mix their result lines
-    run = run_list(net, paths, size, batch_size=batch_size, device=device, workers=workers, progress=progress)
+    unique_ids(report.images)  # before the long run: two images with one id would mix their result lines
+    run = run_list(net, report.images, size, batch_size=batch_size, device=device, workers=workers,
+                   progress=progress) if report.images else ListRun([], [], [], [], [])
+    skipped += run.skipped
     if not run.paths:
-        raise ValueError(f'{data["valid"]}: none of the {len(paths)} images could be read ({run.skipped[0]})')
+        raise ValueError(f'{data["valid"]}: none of the {report.entries} images could be read ({skipped[0]})')
     ious = [iou] if isinstance(iou, (int, float)) else list(iou)
     with tempfile.TemporaryDirectory(prefix='yolo_lrm_eval_') as tmp:
-        result = _score_run(run, data, valid, names, metrics, ious, inclusive, out or tmp)
-    return replace(result, skipped=run.skipped, scored=_scored(run, valid, names, result.scored))
+        result = _score_run(run, data, report, names, metrics, ious, inclusive, out or tmp)
+    return replace(result, skipped=skipped, scored=_scored(run, report, names, result.scored))
 
 
-def _scored(run: ListRun, valid: ImageList, names: list[str], voc: Scored | None) -> Scored | None:
-    """The VOC scoring's material with the run added; for the KITTI protocol, the list's label files as ground
-    truth (None, and the pictures that need it skipped, if they cannot be read)."""
+def _scored(run: ListRun, report: ScanReport, names: list[str], voc: Scored | None) -> Scored:
+    """The VOC scoring's material with the run added; for the KITTI protocol, the scanned labels as ground truth."""
     if voc is not None:
         return replace(voc, run=run)
-    try:
-        truth = labels_ground_truth(valid, run.sizes, names, run.index)
-    except ValueError as exc:
-        log.warning('no confusion matrix: %s', exc)
-        return None
-    return Scored(run, truth, class_detections(run, len(names)))
+    return Scored(run, scan_ground_truth(report, run.index, run.sizes), class_detections(run, len(names)))
 
 
-def _score_run(run: ListRun, data: DataCfg, valid: ImageList, names: list[str], metrics: list[str],
+def _score_run(run: ListRun, data: DataCfg, report: ScanReport, names: list[str], metrics: list[str],
                ious: list[float], inclusive: bool, folder: str) -> EvalResult:
-    """Write the result files of the readable images and score them against the ground truth of those alone."""
+    """Write the result files of the readable images, and score their detections against the ground truth of
+    those images alone."""
     ids = unique_ids(run.paths)
     if metrics == ['kitti']:
         write_kitti_results(os.path.join(folder, 'data'), run.paths, run.dets, run.sizes, names)
         return score_kitti_dirs(data['kitti_labels'], os.path.join(folder, 'data'), ids)
-    template = write_voc_results(folder, run.paths, run.dets, run.sizes, names)
+    write_voc_results(folder, run.paths, run.dets, run.sizes, names)
     gt = load_voc_annotations(data['annotations'], ids, names) if data['annotations'] else \
-        labels_ground_truth(valid, run.sizes, names, run.index)
+        scan_ground_truth(report, run.index, run.sizes)
     voc_metrics = ['voc07', 'area'] if metrics == ['kitti-voc'] else metrics
-    return score_voc(gt, read_all_detections(template, names, ids, gt), names, voc_metrics, ious, inclusive)
+    return score_voc(gt, class_detections(run, len(names)), names, voc_metrics, ious, inclusive)

@@ -1,8 +1,14 @@
 """Darknet's detection result files: `comp4_det_test_<class>.txt` for VOC (`detector valid`) and one KITTI
-label-format file per image, with Darknet's 1-based, clamped box printing."""
+label-format file per image, with Darknet's 1-based, clamped box printing.
+
+A VOC result line is space-separated with the image id first, so an id holding whitespace (a file name such as
+`a b.jpg` or `画像 1.jpg`) would split into several fields: there, and only there, each whitespace character and `%`
+is percent-encoded (`a%20b`), and `voc_eval.read_detections` decodes it; ordinary ids are written as Darknet writes
+them."""
 from __future__ import annotations
 
 import os
+import urllib.parse
 from pathlib import Path
 from typing import Sequence
 
@@ -14,6 +20,19 @@ RESULT_PREFIX = 'comp4_det_test_'
 def image_id(path: str) -> str:
     """Darknet's image id (`basecfg`): the file name without folders, cut at its first `.`."""
     return os.path.basename(path).split('.')[0]
+
+
+def result_id(image: str) -> str:
+    """An image id as a VOC result line writes it: whitespace and `%` percent-encoded, anything else as is."""
+    if not any(ch.isspace() or ch == '%' for ch in image):
+        return image
+    return ''.join(urllib.parse.quote(ch) if ch.isspace() or ch == '%' else ch for ch in image)
+
+
+def printed(values: np.ndarray) -> np.ndarray:
+    """Values as a result file prints them (`%f`) and a reader reads them back, as float64."""
+    values = np.asarray(values, np.float64)
+    return np.char.mod('%f', values).astype(np.float64) if values.size else values.copy()
 
 
 def darknet_boxes(dets: np.ndarray, im_w: int, im_h: int) -> np.ndarray:
@@ -43,7 +62,7 @@ def write_voc_results(out_dir: str | os.PathLike, paths: Sequence[str], dets: Se
     """Darknet's VOC result files, one per class (empty ones included); returns the path template (`{}` = class)."""
     ids = unique_ids(paths)
     lines: list[list[str]] = [[] for _ in names]
-    for image, d, (w, h) in zip(ids, dets, sizes):
+    for image, d, (w, h) in zip(map(result_id, ids), dets, sizes):
         boxes = darknet_boxes(d, w, h).tolist()
         for (x1, y1, x2, y2), score, cls in zip(boxes, d[:, 4].tolist(), d[:, 5].astype(np.int64).tolist()):
             lines[cls].append('%s %f %f %f %f %f\n' % (image, score, x1, y1, x2, y2))

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import urllib.parse
 import xml.etree.ElementTree as ET
 from collections import Counter
 from dataclasses import dataclass
@@ -140,7 +141,8 @@ def load_voc_annotations(ann_dir: str | os.PathLike, ids: Sequence[str], names: 
 
 
 def read_detections(path: str | os.PathLike, id_index: dict[str, int]) -> Detections:
-    """One `comp4_det_test_<class>.txt` file (`image_id score x1 y1 x2 y2` per line); a missing file = none."""
+    """One `comp4_det_test_<class>.txt` file (`image_id score x1 y1 x2 y2` per line; a percent-encoded id is
+    decoded, see `resultfiles.result_id`); a missing file = none."""
     if not os.path.exists(path):
         return Detections.empty()
     text = read_text(path, 'result file')
@@ -150,9 +152,9 @@ def read_detections(path: str | os.PathLike, id_index: dict[str, int]) -> Detect
     if len(tokens) != 6 * (len(lines) - lines.count('')):  # cheap; whitespace-only lines take the exact path
         _raise_bad_line(path, lines, lambda f: False, '')
     try:
-        image = np.array([id_index[t] for t in tokens[0::6]], np.int64)
+        image = np.array([id_index[_decoded(t)] for t in tokens[0::6]], np.int64)
     except KeyError:
-        _raise_bad_line(path, lines, lambda f: f[0] not in id_index, 'image id is not in the image set')
+        _raise_bad_line(path, lines, lambda f: _decoded(f[0]) not in id_index, 'image id is not in the image set')
     fields = np.empty(6 * n, dtype=object)
     fields[:] = tokens
     try:
@@ -163,6 +165,11 @@ def read_detections(path: str | os.PathLike, id_index: dict[str, int]) -> Detect
     if not ok:
         _raise_bad_line(path, lines, lambda f: not finite_numbers(f[1:]), 'score and box must be finite numbers')
     return Detections(image, values[:, 0].copy(), values[:, 1:].copy())
+
+
+def _decoded(token: str) -> str:
+    """A result line's image id: percent-decoded when it holds a `%` (`resultfiles.result_id`)."""
+    return urllib.parse.unquote(token) if '%' in token else token
 
 
 def finite_numbers(fields: Sequence[str]) -> bool:

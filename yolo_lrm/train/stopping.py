@@ -3,11 +3,13 @@ Ctrl-C aborts at once) or on a non-finite loss (an error naming the update, each
 from __future__ import annotations
 
 import math
+import shutil
 import signal
 import threading
 from pathlib import Path
 from typing import Any
 
+import torch
 from tqdm import tqdm
 
 from . import stats
@@ -17,6 +19,34 @@ from .runstate import RunState
 
 class NonFiniteLoss(RuntimeError):
     """Training stopped on a NaN/inf loss; the message names the update, each loss term and the batch's images."""
+
+
+class SaveFailed(RuntimeError):
+    """A checkpoint or weights file could not be written (a full disk, ...); the message says which update
+    weights/last.pt still holds.  `train.py` exits with status 3."""
+
+
+def tensor_bytes(obj: Any) -> int:
+    """Bytes of the tensors in a (nested) checkpoint dict: about what saving it needs on disk."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
+
+
+def save_failure(path: Path, exc: OSError, need: int, last_saved: int | None, run_dir: Path) -> str:
+    """SaveFailed's one line: the folder, why, the space needed and free, the update weights/last.pt holds."""
+    try:
+        free = f', {shutil.disk_usage(path.parent).free / 2 ** 20:.1f} MiB are free'
+    except OSError:
+        free = ''
+    held = (f'weights/last.pt still holds update {last_saved} (continue with: python train.py --resume {run_dir} '
+            f'once there is room)' if last_saved is not None else 'no checkpoint of this run was saved before')
+    return (f'cannot save {path.name} in {path.parent} ({exc.strerror or exc}): it needs about '
+            f'{need / 2 ** 20:.1f} MiB{free}; {held}')
 
 
 class StopRequest:

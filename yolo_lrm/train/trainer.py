@@ -23,7 +23,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch.utils.data import DataLoader
@@ -33,7 +33,8 @@ from .. import distributed as dist_utils
 from ..allocator import keep_freed_memory
 from ..cfg import CfgError, apply_overrides
 from ..atomic import remove_stale_temporaries
-from ..checkpoint import model_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ..checkpoint import load_weights, model_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ..weights import save_darknet_weights
 from . import stats
 from ..loss.region import RegionLoss
 from ..loss.mining import mining_on, reports_lrm
@@ -42,13 +43,15 @@ from .optim import build_optimizer, loss_scale, set_learning_rate
 from ..data.datafile import parse_data
 from ..data.loader import closing_batches, train_loader
 from ..evaluation.evaluate import EvalResult
+from ..evaluation.resultfiles import unique_ids
+from ..lockfile import RunLock, acquire
 from ..reports.run import RunReports
 from ..runfolder import increment_dir
 from .runlog import Meter, ResultsCsv, RunLog, plot_results
 from .runstate import RunState
 from .args import TrainArgs, TrainResult, cfg_overrides  # what a run is asked to do
 from .schedule import current_batch, learning_rate, schedule_warnings
-from .stopping import NonFiniteLoss, StopRequest, nonfinite_message
+from .stopping import NonFiniteLoss, SaveFailed, StopRequest, nonfinite_message, save_failure, tensor_bytes
 from .setup import (backup_dir, check_inputs, load_initial_weights, mixed_precision, resolve_run,
                          setup_determinism, wrap_model)
 
@@ -57,6 +60,15 @@ class Trainer:
     """One training run: `Trainer(args).run()`.  See the module docstring for what it does and writes."""
 
     def __init__(self, args: TrainArgs):
+        self._lock: RunLock | None = None  # owns the run folder from before its first write (lockfile.py)
+        try:
+            self._setup(args)
+        except BaseException:
+            self._release()
+            raise
+
+    def _setup(self, args: TrainArgs) -> None:
+        """Everything `__init__` does: read and check every input, then open the run folder."""
         self.dist = dist_utils.init_distributed(args.device)
         self.device = self.dist.device
         if self.device.type == 'cpu':
@@ -66,6 +78,8 @@ class Trainer:
         self._last_eval: EvalResult | None = None
         resolved = resolve_run(args)             # options and cfg; nothing on disk yet
         self.args, self.cfg, self.run_dir = resolved.args, resolved.cfg, resolved.run_dir
+        if self.run_dir is not None and self.dist.main:  # --resume: own the folder before results.csv is cut
+            self._lock = acquire(self.run_dir, self.log.info)
         self.data = parse_data(self.args.data)
         self.batch, self.subdivisions = check_inputs(self.args, self.cfg, self.data, self.dist)
         setup_determinism(self.args, self.device)
@@ -104,7 +118,11 @@ class Trainer:
         if not self.dist.main:
             scan()
         self.names = self.data.names()
+        self.dataset.report.require_boxes()
         self._check_valid_list()
+        for what, report in (('train', self.dataset.report), ('valid', self.valid_report)):
+            for message in report.warnings() if report is not None else ():
+                self.log.info(f'warning: {what}: {message}')
         if self.args.epochs is not None and self.args.resume is None:
             if self.args.epochs <= 0:
                 raise ValueError(f'--epochs must be positive, got {self.args.epochs}')
@@ -118,10 +136,12 @@ class Trainer:
         if report is None:
             return
         report.raise_errors()
+        if not report.entries:
+            raise CfgError(f'{self.data.path}: valid= {self.data["valid"]}: the list is empty')
         if not report.images:
             raise CfgError(f'{self.data.path}: valid= {self.data["valid"]}: no usable images out of '
-                           f'{report.entries} entries (see the issues below)\n' +
-                           '\n'.join(f'  {issue}' for issue in report.issues[:10]))
+                           f'{report.entries} entries:\n' + '\n'.join(f'  {issue}' for issue in report.issues[:10]))
+        unique_ids(report.images)  # now, not at the first evaluation: one id for two images would mix results
 
     def _build_model(self, ckpt: dict | None) -> Darknet:
         """The network with its initial (or resumed) weights, on the device."""
@@ -132,7 +152,7 @@ class Trainer:
         if ckpt is None:
             load_initial_weights(net, self.args, self.cfg, self.log.info)
         else:
-            net.load_state_dict(ckpt['model'])
+            load_weights(net, ckpt, f'{self.args.resume}: weights do not fit its own cfg')
         net.to(self.device)
         if self.args.channels_last:
             net.to(memory_format=torch.channels_last)
@@ -187,6 +207,8 @@ class Trainer:
         if self.run_dir is None:
             name = increment_dir(Path(self.args.project) / self.args.name, self.args.exist_ok) if self.dist.main \
                 else None
+            if name is not None:  # before anything is written: a second run on this folder is refused
+                self._lock = acquire(name, self.log.info)
             self.run_dir = Path(dist_utils.broadcast_object(str(name) if name else None, self.dist))
         self.weights_dir = self.run_dir / 'weights'
         if not self.dist.main:
@@ -223,14 +245,27 @@ class Trainer:
         return train_loader(self.dataset, sampler, collate, self.args.workers, pin_memory=self.device.type == 'cuda')
 
     def _write_run_files(self) -> None:
-        cfg_name = Path(self.args.cfg or 'model.cfg').name
-        (self.run_dir / cfg_name).write_text(self.cfg.to_text())
+        """The resolved cfg and data file, and args.json; a resumed run keeps a user's edit of the cfg copy."""
+        self._write_cfg_copy(self.run_dir / Path(self.args.cfg or 'model.cfg').name)
         (self.run_dir / Path(self.data.path).name).write_text(self.data.to_text())
         info = {'args': dataclasses.asdict(self.args), 'cfg_overrides': cfg_overrides(self.args),
                 'batch': self.batch, 'subdivisions': self.subdivisions, 'max_batches': self.max_batches,
                 'world_size': self.dist.world_size, 'device': str(self.device), 'torch': torch.__version__,
                 'train_images': len(self.dataset)}
         (self.run_dir / 'args.json').write_text(json.dumps(info, indent=2) + '\n')
+
+    def _write_cfg_copy(self, path: Path) -> None:
+        """The run's cfg at `path`; when resuming over a copy the user edited, the edit stays and the checkpoint's
+        cfg, which the run trains with, goes beside it."""
+        text = self.cfg.to_text()
+        if self.args.resume is not None and path.is_file() and path.read_text() != text:
+            used = path.with_name(f'{path.stem}.checkpoint{path.suffix}')
+            used.write_text(text)
+            self.log.info(f'--resume trains with the checkpoint\'s cfg (written to {used.name}); your edited '
+                          f'{path} is kept as is and not used (start a new run with it and WEIGHTS '
+                          f'{self.weights_dir / "last.pt"} to use it)')
+            return
+        path.write_text(text)
 
     # ------------------------------------------------------------------------------------------------- loop
     def run(self) -> TrainResult:
@@ -267,7 +302,7 @@ class Trainer:
                 if reason != 'finished' or evaluate or (a.save_interval and k % a.save_interval == 0):
                     self._save(final=final)
                 if a.save_period and k % a.save_period == 0 and self.dist.main:
-                    save_checkpoint(self._checkpoint(), self.weights_dir / f'update_{k}.pt')
+                    self._save_checkpoint(self._checkpoint(), self.weights_dir / f'update_{k}.pt')
                 if reason != 'finished':
                     break
         return self._finish(reason, last_map)
@@ -335,7 +370,8 @@ class Trainer:
             return self._evaluate_and_log(meter)
         except Exception:
             if self.dist.main:  # no barrier: the other processes wait in the broadcast of the mAP
-                save_checkpoint(self._checkpoint(), self.weights_dir / 'last.pt')
+                self._save_checkpoint(self._checkpoint(), self.weights_dir / 'last.pt')
+                self.state.last_saved = self.state.update
             self.log.info(f'evaluation failed after update {self.state.update}; weights/last.pt holds that update '
                           f'(continue with: python train.py --resume {self.run_dir})')
             raise
@@ -349,7 +385,7 @@ class Trainer:
             if self.state.best_map is None or map50 > self.state.best_map:
                 self.state.best_map, self.state.bad_evals = map50, 0
                 if self.dist.main:
-                    save_checkpoint(self._checkpoint(weights_only=True), self.weights_dir / 'best.pt')
+                    self._save_checkpoint(self._checkpoint(weights_only=True), self.weights_dir / 'best.pt')
             else:
                 self.state.bad_evals += 1
         if self.dist.main:
@@ -396,7 +432,7 @@ class Trainer:
     def _save(self, final: bool) -> None:
         """last.pt and Darknet backups (rank 0), atomically."""
         if self.dist.main:
-            save_checkpoint(self._checkpoint(), self.weights_dir / 'last.pt')
+            self._save_checkpoint(self._checkpoint(), self.weights_dir / 'last.pt')
             self._darknet_backups(final)
         self.state.last_saved = self.state.update
         dist_utils.barrier(self.dist)
@@ -405,23 +441,41 @@ class Trainer:
         """Darknet's files in `backup=`: `<cfg>.backup` at every save, `<cfg>_<n>.weights` at n = N, 2N, ... below
         10N and every 100N after (N = save_interval; Darknet: 100, below 1000, every 10000), `<cfg>_final.weights`;
         nothing when `--backup` is ''."""
-        from ..weights import save_darknet_weights
         folder = backup_dir(self.args, self.data)
         if folder is None:
             return
         k, n = self.state.update, self.args.save_interval
         stem = Path(self.args.cfg or 'model.cfg').stem
         folder.mkdir(parents=True, exist_ok=True)
-        save_darknet_weights(self.net, folder / f'{stem}.backup')
+        self._save_weights(folder / f'{stem}.backup')
         if n and k % n == 0 and (k < 10 * n or k % (100 * n) == 0):
-            save_darknet_weights(self.net, folder / f'{stem}_{k}.weights')
+            self._save_weights(folder / f'{stem}_{k}.weights')
         if final:
-            save_darknet_weights(self.net, folder / f'{stem}_final.weights')
+            self._save_weights(folder / f'{stem}_final.weights')
+
+    def _save_checkpoint(self, ckpt: dict[str, Any], path: Path) -> None:
+        """`save_checkpoint`, a failure to write becoming `SaveFailed` (see `_store`)."""
+        self._store(path, lambda: save_checkpoint(ckpt, path), tensor_bytes(ckpt))
+
+    def _save_weights(self, path: Path) -> None:
+        """The network as a Darknet `.weights` file, a failure to write becoming `SaveFailed`."""
+        self._store(path, lambda: save_darknet_weights(self.net, path), tensor_bytes(self.net.state_dict()))
+
+    def _store(self, path: Path, write: Callable[[], None], need: int) -> None:
+        """Run `write`, an atomic save of `path`; an OSError (a full disk, ...) becomes SaveFailed with one line naming
+        the folder, the space needed and the update weights/last.pt holds, also written to train.log."""
+        try:
+            write()
+        except OSError as exc:
+            message = save_failure(path, exc, need, self.state.last_saved, self.run_dir)
+            with contextlib.suppress(OSError):  # the log may be on the full disk too; the console gets it anyway
+                with open(self.run_dir / 'train.log', 'a') as f:
+                    f.write(f'error: {message}\n')
+            raise SaveFailed(message) from None
 
     def _finish(self, reason: str, last_map: float | None) -> TrainResult:
         if self.dist.main:
-            from ..weights import save_darknet_weights
-            save_darknet_weights(self.net, self.weights_dir / 'last.weights')
+            self._save_weights(self.weights_dir / 'last.weights')
             note = plot_results(self.run_dir / 'results.csv', self.run_dir / 'results.png')  # slow: once, at the end
             if note:
                 self.log.info(note)
@@ -440,7 +494,14 @@ class Trainer:
         """Close the TensorBoard log and release the process group."""
         if self.reports is not None:
             self.reports.close()
+        self._release()
         dist_utils.cleanup(self.dist)
+
+    def _release(self) -> None:
+        """Give up the run folder (its lock file goes)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
 
 def train(args: TrainArgs) -> TrainResult:
