@@ -96,7 +96,7 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[str], Any], Any]]] = {
         # ours: the paper's Loss1 and focal loss (Table IV)
         'loss': (one_of('loss2', 'loss1'), 'loss2'), 'focal': (_int, 0), 'focal_gamma': (_float, 2.0),
         'focal_alpha': (_float, 0.25),
-        # ours: IoU-balanced losses (../shared/papers/iou-balanced-loss.md eq. 1-4), off by default
+        # ours: IoU-balanced losses (Wu et al., IoU-balanced loss functions, eq. 1-4), off by default
         'iou_balanced_cls': (_int, 0), 'eta': (_float, 1.5), 'iou_balanced_loc': (_int, 0), 'lambda': (_float, 1.5),
         'w_loc': (_float, 1.0),
     },

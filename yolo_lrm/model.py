@@ -1,7 +1,6 @@
 """Build a YOLOv2 `nn.Module` from a Darknet `.cfg`: `Darknet(cfg)(x)` returns the raw feature map F."""
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
 from dataclasses import dataclass
@@ -240,17 +239,6 @@ class Darknet(nn.Module):
         cfg = copy.deepcopy(self.cfg)
         cfg.net.options['width'] = cfg.net.options['height'] = size
         return cfg
-
-
-def inference_autocast(device: torch.device | str, enabled: bool = True,
-                       dtype: torch.dtype = torch.float16) -> contextlib.AbstractContextManager:
-    """Mixed precision for CUDA inference (`with inference_autocast(x.device): F = net(x).float()`).
-
-    On any other device it does nothing, so the CPU path stays bit-identical to plain float32.
-    """
-    if enabled and torch.device(device).type == 'cuda':
-        return torch.autocast('cuda', dtype=dtype)
-    return contextlib.nullcontext()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,7 +12,7 @@ selection changes between the options.  A prediction's loss splits into two part
 
 * `hard_examples=0`: K, the number of predictions kept per image; with an adaptive K or OHEM, the most kept per
   image (for OHEM: the most backgrounds).  `nms=1`: the LRM NMS threshold (>= 1: no NMS).
-* `select=loss|stratified|strata` (S-OHEM, `../shared/papers/s-ohem.md` Sec. 3.3).  `loss`: rank by the loss.
+* `select=loss|stratified|strata` (S-OHEM, Li et al., Sec. 3.3).  `loss`: rank by the loss.
   `stratified`: rank by L_select = α·L_cls + β·L_loc with α = 1 and β = select_beta·t(seen).  `strata`: K_cls =
   round(share·K) predictions by L_cls first, then the rest of K by L_loc (with NMS, the first ones also suppress in
   the second walk), where share = 1 − t(seen)·(1 − strata_cls_share) goes from 1 down to `strata_cls_share=0.5`.

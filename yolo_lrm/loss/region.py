@@ -1,8 +1,8 @@
 """The YOLOv2 region loss: Darknet HEAD's Loss2, the paper's Loss1 (optionally focal), and the LRM mask.
 
 Loss2 is the function whose gradient with respect to the raw output F is minus Darknet's region delta after the
-logistic derivative (`../shared/docs/darknet-reference.md` §2.3-2.4).  Per prediction (raw outputs x, y, w, h,
-o and class logits), with every target and weight held constant:
+logistic derivative (Darknet's `forward_region_layer` / `backward_region_layer_gpu`).  Per prediction (raw
+outputs x, y, w, h, o and class logits), with every target and weight held constant:
 
     ½·λ_o·(t_o − σ(o))² + ½·λ_c·[(t_x − σ(x))² + (t_y − σ(y))² + (t_w − w)² + (t_h − h)²] + class_scale·CE
 
@@ -23,8 +23,9 @@ objectness and classes are scored.  `focal=1` replaces the cross-entropy by Lin 
 Inference (`head.decode(..., loss='loss1')`) scores a class by the same (C+1)-softmax probability; the statistics
 report that probability as `class_prob` and 1 − p(background) as `obj_prob` / `noobj_prob`.
 
-IoU-balanced losses (`../shared/papers/iou-balanced-loss.md` eq. 1-4), `[region]` keys, off by default; IoU is that
-of the responsible prediction's box with its truth, and no weight or normaliser carries a gradient:
+IoU-balanced losses (Wu et al., "IoU-balanced Loss Functions for Single-stage Object Detection", eq. 1-4),
+`[region]` keys, off by default; IoU is that of the responsible prediction's box with its truth, and no weight or
+normaliser carries a gradient:
 * `iou_balanced_cls=1`, `eta=1.5`: each responsible prediction's class term (Loss2: and, separately, its objectness
   term) is multiplied by iou^η · S / S_η, where S and S_η are that term's plain and iou^η-weighted sums over the
   responsible predictions of the whole call (the forwarded mini-batch, as the paper's batch normaliser), so the
