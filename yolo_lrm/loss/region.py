@@ -46,7 +46,7 @@ from torch import nn
 from ..box import iou_cxcywh, pairwise_iou_cxcywh
 from ..cfg import Section
 from ..head import grid_boxes, split_output
-from .mining import Predictions, check_lrm, mine, mining_on, probe
+from .mining import Predictions, check_lrm, mine, mining_on, probe, reports_lrm
 
 MAX_TRUTHS = 30          # Darknet's region layer reads exactly 30 truth slots per image
 PRIOR_SEEN = 12800       # the anchor prior applies while fewer images than this have been seen
@@ -101,7 +101,7 @@ class _Assignment:
 
 
 class RegionLoss(nn.Module):
-    """The training criterion for one `[region]` (and optional `[lrm]`) section: `crit(F, targets, seen)`.
+    """The training criterion for one `[region]` and one `[lrm]` section (`hard_examples=0`: no mining): `crit(F, targets, seen)`.
 
     `targets` is (B, M, 5) float, rows (class, cx, cy, w, h) normalised, class = -1 for padding; rows with zero
     width or height are ignored (Darknet would take log(0)).  `seen` is the int count of training images seen.
@@ -112,7 +112,7 @@ class RegionLoss(nn.Module):
     with a per-image K).
     """
 
-    def __init__(self, region: Section, lrm: Section | None = None):
+    def __init__(self, region: Section, lrm: Section):
         super().__init__()
         check_loss_settings(region, lrm)
         self.region, self.lrm = region, lrm
@@ -269,7 +269,7 @@ class RegionLoss(nn.Module):
                boxes: torch.Tensor, truths: _Truths, assign: _Assignment) -> Predictions | None:
         """What mining (or the probe) looks at, in training mode when `[lrm]` mines or probes; else None."""
         lrm = self.lrm
-        if not self.training or lrm is None or not (mining_on(lrm) or lrm['probe']):
+        if not self.training or not reports_lrm(lrm):
             return None
         energy = None
         if lrm['probe'] and pred.requires_grad:
@@ -310,7 +310,7 @@ def _balanced(term: torch.Tensor, focus: torch.Tensor, resp: torch.Tensor) -> to
     return focus * torch.where(weighted > 0, plain / weighted.clamp(min=torch.finfo(t.dtype).tiny), 1.0)
 
 
-def check_loss_settings(region: Section, lrm: Section | None = None) -> None:
+def check_loss_settings(region: Section, lrm: Section) -> None:
     """Raise CfgError (naming the file and key) for `[region]`/`[lrm]` settings the loss cannot train with; the
     constructor runs it, and the experiment runner before any run starts."""
     r = region
@@ -325,5 +325,4 @@ def check_loss_settings(region: Section, lrm: Section | None = None) -> None:
     for key in ('eta', 'lambda', 'w_loc'):
         if r[key] < 0:
             raise r.error(f'{key} must be >= 0', key)
-    if lrm is not None:
-        check_lrm(lrm)
+    check_lrm(lrm)
