@@ -282,6 +282,18 @@ def parse_cfg(path: str | os.PathLike, overrides: list[str] | None = None) -> Cf
     return cfg
 
 
+def check_region(region: Section) -> None:
+    """Reject a `[region]` the head cannot read (coords, anchors per num, softmax), naming the file and key; the
+    model and the loss both call it."""
+    r = region
+    if r['coords'] != 4:
+        raise r.error('only coords=4 is supported', 'coords')
+    if len(r['anchors']) != 2 * r['num']:
+        raise r.error(f'num={r["num"]} needs {2 * r["num"]} anchor values, got {len(r["anchors"])}', 'anchors')
+    if not r['softmax']:
+        raise r.error('only softmax=1 (softmax classes, as in all YOLOv2 cfgs) is supported', 'softmax')
+
+
 def apply_overrides(cfg: Cfg, overrides: list[str]) -> None:
     """Apply `--set` overrides in place: `net.batch=64`, `region.loss=loss1`, `lrm.nms=0.7`, `14.filters=30`.
 

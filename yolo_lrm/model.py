@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .cfg import Cfg, CfgError, Section, apply_overrides, parse_cfg
+from .cfg import Cfg, CfgError, Section, apply_overrides, check_region, parse_cfg
 from .layers import ConvBlock, GlobalAvgPool, MaxPool, Region, Reorg, Route, Shortcut
 
 
@@ -127,12 +127,7 @@ class Darknet(nn.Module):
         if regions != [len(self.cfg.layers) - 1]:
             raise self.cfg.layers[regions[0]].error('[region] must be the last layer, and only one is allowed')
         r = self.cfg.region
-        if r['coords'] != 4:
-            raise r.error('only coords=4 is supported', 'coords')
-        if len(r['anchors']) != 2 * r['num']:
-            raise r.error(f'num={r["num"]} needs {2 * r["num"]} anchor values, got {len(r["anchors"])}', 'anchors')
-        if not r['softmax']:
-            raise r.error('only softmax=1 (softmax classes, as in all YOLOv2 cfgs) is supported', 'softmax')
+        check_region(r)
         expected = r['num'] * (5 + r['classes'])
         got = self.info[-1].out_shape[0]
         if got != expected:

@@ -44,7 +44,7 @@ import torch.nn.functional as nnf
 from torch import nn
 
 from ..box import iou_cxcywh, pairwise_iou_cxcywh
-from ..cfg import Section
+from ..cfg import Section, check_region
 from ..head import grid_boxes, split_output
 from .mining import Predictions, check_lrm, mine, mining_on, probe, reports_lrm
 
@@ -314,10 +314,7 @@ def check_loss_settings(region: Section, lrm: Section) -> None:
     """Raise CfgError (naming the file and key) for `[region]`/`[lrm]` settings the loss cannot train with; the
     constructor runs it, and the experiment runner before any run starts."""
     r = region
-    if len(r['anchors']) != 2 * r['num']:
-        raise r.error(f'num={r["num"]} needs {2 * r["num"]} anchor values, got {len(r["anchors"])}', 'anchors')
-    if not r['softmax']:
-        raise r.error('only softmax=1 is supported by the loss', 'softmax')
+    check_region(r)
     if r['max'] > MAX_TRUTHS:
         raise r.error(f'the region layer reads at most {MAX_TRUTHS} truths per image; max={r["max"]}', 'max')
     if r['focal'] and r['loss'] != 'loss1':
