@@ -15,7 +15,7 @@ from conftest import ROOT, need_fixtures
 from fixture_weights import TINY_SHA256, V2_SHA256, conv_specs, fixture_weights, sha256
 from yolo_lrm.cfg import parse_cfg
 from yolo_lrm.layers import ConvBlock
-from yolo_lrm.model import Darknet, inference_autocast, main as model_main
+from yolo_lrm.model import Darknet, main as model_main
 from yolo_lrm.weights import load_darknet_weights, save_darknet_weights
 
 CFG = ROOT / 'cfg'
@@ -240,13 +240,3 @@ def test_channels_last_gives_same_output(name):
         out = net(x.contiguous(memory_format=torch.channels_last))
     assert net.layers[0].conv.weight.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
-
-
-def test_inference_autocast_leaves_cpu_unchanged():
-    net = _randomised(CFG / 'yolov2-tiny-voc.cfg')
-    x = torch.rand(1, 3, 64, 64)
-    with torch.no_grad():
-        expected = net(x)
-        with inference_autocast('cpu'):
-            out = net(x)
-    assert out.dtype == torch.float32 and torch.equal(out, expected)

@@ -96,7 +96,7 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[str], Any], Any]]] = {
         # ours: the paper's Loss1 and focal loss (Table IV)
         'loss': (one_of('loss2', 'loss1'), 'loss2'), 'focal': (_int, 0), 'focal_gamma': (_float, 2.0),
         'focal_alpha': (_float, 0.25),
-        # ours: IoU-balanced losses (../shared/papers/iou-balanced-loss.md eq. 1-4), off by default
+        # ours: IoU-balanced losses (Wu et al., IoU-balanced loss functions, eq. 1-4), off by default
         'iou_balanced_cls': (_int, 0), 'eta': (_float, 1.5), 'iou_balanced_loc': (_int, 0), 'lambda': (_float, 1.5),
         'w_loc': (_float, 1.0),
     },
@@ -280,6 +280,18 @@ def parse_cfg(path: str | os.PathLike, overrides: list[str] | None = None) -> Cf
     if overrides:
         apply_overrides(cfg, overrides)
     return cfg
+
+
+def check_region(region: Section) -> None:
+    """Reject a `[region]` the head cannot read (coords, anchors per num, softmax), naming the file and key; the
+    model and the loss both call it."""
+    r = region
+    if r['coords'] != 4:
+        raise r.error('only coords=4 is supported', 'coords')
+    if len(r['anchors']) != 2 * r['num']:
+        raise r.error(f'num={r["num"]} needs {2 * r["num"]} anchor values, got {len(r["anchors"])}', 'anchors')
+    if not r['softmax']:
+        raise r.error('only softmax=1 (softmax classes, as in all YOLOv2 cfgs) is supported', 'softmax')
 
 
 def apply_overrides(cfg: Cfg, overrides: list[str]) -> None:

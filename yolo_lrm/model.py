@@ -1,7 +1,6 @@
 """Build a YOLOv2 `nn.Module` from a Darknet `.cfg`: `Darknet(cfg)(x)` returns the raw feature map F."""
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
 from dataclasses import dataclass
@@ -9,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .cfg import Cfg, CfgError, Section, apply_overrides, parse_cfg
+from .cfg import Cfg, CfgError, Section, apply_overrides, check_region, parse_cfg
 from .layers import ConvBlock, GlobalAvgPool, MaxPool, Region, Reorg, Route, Shortcut
 
 
@@ -128,12 +127,7 @@ class Darknet(nn.Module):
         if regions != [len(self.cfg.layers) - 1]:
             raise self.cfg.layers[regions[0]].error('[region] must be the last layer, and only one is allowed')
         r = self.cfg.region
-        if r['coords'] != 4:
-            raise r.error('only coords=4 is supported', 'coords')
-        if len(r['anchors']) != 2 * r['num']:
-            raise r.error(f'num={r["num"]} needs {2 * r["num"]} anchor values, got {len(r["anchors"])}', 'anchors')
-        if not r['softmax']:
-            raise r.error('only softmax=1 (softmax classes, as in all YOLOv2 cfgs) is supported', 'softmax')
+        check_region(r)
         expected = r['num'] * (5 + r['classes'])
         got = self.info[-1].out_shape[0]
         if got != expected:
@@ -240,17 +234,6 @@ class Darknet(nn.Module):
         cfg = copy.deepcopy(self.cfg)
         cfg.net.options['width'] = cfg.net.options['height'] = size
         return cfg
-
-
-def inference_autocast(device: torch.device | str, enabled: bool = True,
-                       dtype: torch.dtype = torch.float16) -> contextlib.AbstractContextManager:
-    """Mixed precision for CUDA inference (`with inference_autocast(x.device): F = net(x).float()`).
-
-    On any other device it does nothing, so the CPU path stays bit-identical to plain float32.
-    """
-    if enabled and torch.device(device).type == 'cuda':
-        return torch.autocast('cuda', dtype=dtype)
-    return contextlib.nullcontext()
 
 
 def main(argv: list[str] | None = None) -> None:

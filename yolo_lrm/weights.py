@@ -1,4 +1,4 @@
-"""Darknet `.weights` files: read and write them byte for byte (`../shared/docs/darknet-reference.md` §4).
+"""Darknet `.weights` files: read and write them byte for byte (Darknet's `load_weights_upto` / `save_weights_upto`).
 
 Layout: int32 major, minor, revision; `seen` as uint64 when `major*10 + minor >= 2` (and both < 1000), else int32;
 then, for every convolutional layer in cfg order, float32 little-endian `biases[n]` (the BN beta when

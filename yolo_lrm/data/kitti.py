@@ -10,8 +10,8 @@ is written unclipped and reported (`KittiResult.outside`; training clips it), as
 (`yolo_lrm.data.labels.box_issue`).  `label_2_test/` keeps the original files, such boxes included.
 
 Split: a random 9:1 train/test split of the frames with a fixed seed.  For the test frames we also write
-`Annotations/<id>.xml` (VOC style, 1-based integers `int(round(v)) + 1`, see ../shared/docs/evaluation-protocols.md
-§3) and copy the original `label_2` files to `label_2_test/` for the official KITTI protocol.  Output:
+`Annotations/<id>.xml` (VOC style, 1-based integers `int(round(v)) + 1`) and copy the original `label_2` files to
+`label_2_test/` for the official KITTI protocol.  Output:
 `images` (a link to image_2), `labels/`, `train.txt`, `test.txt` (absolute paths), `kitti.names`, `kitti.data`.
 """
 from __future__ import annotations

@@ -16,7 +16,7 @@ Boxes (`yolo_lrm.data.labels.box_issue` on the label's edges `(xmin - 1) / W`, `
 - empty (`xmax <= xmin` or `ymax <= ymin`, e.g. BCCD's BloodImage_00338 and _00343 with xmin == xmax, or no overlap
   with the image): `voc_label.py` writes a label with w or h 0 (or negative); we drop it and report it
   (`VocResult.empty`, one summary line per box with the XML file).  Darknet's loader would drop such a truth anyway
-  (`w < .001 or h < .001`, ../shared/docs/darknet-reference.md §5.3).
+  (`w < .001 or h < .001`, Darknet's `load_data_detection`).
 - partly outside the image (`xmin < 1`, `ymin < 1`, `xmax > W + 1` or `ymax > H + 1`, i.e. a label edge outside
   [0, 1]): written unclipped, exactly as `voc_label.py` writes it (its `convert` does not clip), and reported
   (`VocResult.outside`).  Darknet clamps the edges to the image when it loads the label (after its jitter, §5.3

@@ -1,6 +1,6 @@
 """The official KITTI 2D object protocol (devkit `evaluate_object.cpp`, image boxes), reproduced exactly.
 
-Rules (see ../shared/docs/evaluation-protocols.md §2):
+Rules (the official KITTI object devkit, `cpp/evaluate_object.cpp`):
 - Classes Car, Pedestrian, Cyclist; minimum overlap 0.7 / 0.5 / 0.5, strict `>`; plain IoU (no +1 pixel).
 - Levels (cumulative): Easy / Moderate / Hard = min height 40/25/25 px, max occlusion 0/1/2, max truncation
   .15/.30/.50.  GT of the class failing its level (occlusion, truncation, or height `<=` min height) and GT of the

@@ -1,6 +1,6 @@
 """PASCAL VOC detection AP with the semantics of py-faster-rcnn's `voc_eval.py` (the scorer Darknet's scripts use).
 
-Rules (see ../shared/docs/evaluation-protocols.md §1):
+Rules (py-faster-rcnn's `voc_eval.py` and the VOC devkit's `VOCevaldet.m`):
 - Ground truth: VOC XML, 1-based inclusive pixel boxes.  `difficult` objects are neither TP nor FP and are not
   counted in `npos`.  Coordinates are read as `int(float(text))` (float-tolerant; py-faster-rcnn's `int(text)`
   crashes on `"12.0"`, and a fractional value is truncated as `int()` would).  A missing `<difficult>` reads as 0.

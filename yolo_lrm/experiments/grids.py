@@ -13,6 +13,7 @@ from typing import Any, Sequence
 from ..cfg import Section, parse_cfg
 from ..data.datafile import parse_data
 from ..evaluation.evaluate import METRICS
+from ..loss.mining import mining_on
 from ..loss.region import check_loss_settings
 from ..train.args import TrainArgs, cfg_overrides
 from ..textfile import read_text
@@ -265,9 +266,9 @@ def settings_of(args: TrainArgs) -> dict[str, Any]:
     """What the table shows about a run, read from its resolved cfg (so a bad override fails here, before training)."""
     cfg = parse_cfg(args.cfg, cfg_overrides(args))
     check_loss_settings(cfg.region, cfg.lrm)  # the loss's own checks (mining values in range, focal with loss1, ...)
-    k, nms = cfg.lrm['hard_examples'], cfg.lrm['nms']
-    return {'loss': cfg.region['loss'], 'focal': bool(cfg.region['focal']), 'lrm': k > 0,
-            'hard_examples': k if k > 0 else None, 'nms': nms if k > 0 and nms < 1 else None,
+    on, k, nms = mining_on(cfg.lrm), cfg.lrm['hard_examples'], cfg.lrm['nms']
+    return {'loss': cfg.region['loss'], 'focal': bool(cfg.region['focal']), 'lrm': on,
+            'hard_examples': k if on else None, 'nms': nms if on and nms < 1 else None,
             'method': method_of(cfg.region, cfg.lrm)}
 
 
@@ -278,7 +279,7 @@ def method_of(region: Section, lrm: Section) -> str:
         parts.append(f"IoU-balanced cls, η {region['eta']:g}")
     if region['iou_balanced_loc']:
         parts.append(f"IoU-balanced loc, λ {region['lambda']:g}, w_loc {region['w_loc']:g}")
-    if lrm['hard_examples'] > 0:
+    if mining_on(lrm):
         if lrm['mode'] == 'ohem':
             parts.append(f"OHEM, {lrm['neg_pos_ratio']:g} backgrounds per foreground")
         if lrm['select'] != 'loss':

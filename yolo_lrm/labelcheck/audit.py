@@ -87,7 +87,7 @@ def audit_images(net, split: Split, indices: Sequence[int] | None = None, size: 
     net.check_input_size(size)
     device = next(net.parameters()).device
     indices = list(range(len(split.paths))) if indices is None else list(indices)
-    crit = RegionLoss(net.region).eval()
+    crit = RegionLoss(net.region, net.lrm).eval()
     anchors = net.anchors.to(device)
     max_det = net.num_anchors * (size // net.stride) ** 2 * net.num_classes
     loader = DataLoader(_Indexed(LetterboxImages([split.paths[i] for i in indices], size), indices),

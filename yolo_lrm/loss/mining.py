@@ -12,7 +12,7 @@ selection changes between the options.  A prediction's loss splits into two part
 
 * `hard_examples=0`: K, the number of predictions kept per image; with an adaptive K or OHEM, the most kept per
   image (for OHEM: the most backgrounds).  `nms=1`: the LRM NMS threshold (>= 1: no NMS).
-* `select=loss|stratified|strata` (S-OHEM, `../shared/papers/s-ohem.md` Sec. 3.3).  `loss`: rank by the loss.
+* `select=loss|stratified|strata` (S-OHEM, Li et al., Sec. 3.3).  `loss`: rank by the loss.
   `stratified`: rank by L_select = α·L_cls + β·L_loc with α = 1 and β = select_beta·t(seen).  `strata`: K_cls =
   round(share·K) predictions by L_cls first, then the rest of K by L_loc (with NMS, the first ones also suppress in
   the second walk), where share = 1 − t(seen)·(1 − strata_cls_share) goes from 1 down to `strata_cls_share=0.5`.
@@ -89,7 +89,7 @@ def check_lrm(lrm: Section) -> None:
     for key in ('soft', 'strata_cls_share', 'loss_share'):
         if not 0 <= lrm[key] <= 1:
             raise lrm.error(f'{key} must be in [0, 1]', key)
-    if 0 < lrm['hard_examples'] < lrm['k_min']:
+    if mining_on(lrm) and lrm['hard_examples'] < lrm['k_min']:
         raise lrm.error(f'k_min={lrm["k_min"]} exceeds the cap hard_examples={lrm["hard_examples"]}', 'k_min')
     if lrm['mode'] == 'ohem' and lrm['k_mode'] != 'fixed':
         raise lrm.error('mode=ohem sets its own budget (neg_pos_ratio); k_mode needs mode=lrm', 'k_mode')
@@ -99,14 +99,14 @@ def check_lrm(lrm: Section) -> None:
         raise lrm.error('probe_k and probe_nms must be positive', 'probe_k' if lrm['probe_k'] <= 0 else 'probe_nms')
 
 
-def mining_on(lrm: Section | None) -> bool:
-    """Whether an `[lrm]` section changes the loss (hard_examples > 0); `probe` alone only measures."""
-    return lrm is not None and lrm['hard_examples'] > 0
+def mining_on(lrm: Section) -> bool:
+    """Whether an `[lrm]` section changes the loss (hard_examples > 0, the one way to say on); `probe` only measures."""
+    return lrm['hard_examples'] > 0
 
 
-def reports_lrm(lrm: Section | None) -> bool:
+def reports_lrm(lrm: Section) -> bool:
     """Whether the loss reports the `lrm_*` statistics: mining on, or the probe measuring."""
-    return mining_on(lrm) or (lrm is not None and bool(lrm['probe']))
+    return mining_on(lrm) or bool(lrm['probe'])
 
 
 def progress(lrm: Section, seen: int) -> float:

@@ -1,8 +1,8 @@
 """The YOLOv2 region loss: Darknet HEAD's Loss2, the paper's Loss1 (optionally focal), and the LRM mask.
 
 Loss2 is the function whose gradient with respect to the raw output F is minus Darknet's region delta after the
-logistic derivative (`../shared/docs/darknet-reference.md` §2.3-2.4).  Per prediction (raw outputs x, y, w, h,
-o and class logits), with every target and weight held constant:
+logistic derivative (Darknet's `forward_region_layer` / `backward_region_layer_gpu`).  Per prediction (raw
+outputs x, y, w, h, o and class logits), with every target and weight held constant:
 
     ½·λ_o·(t_o − σ(o))² + ½·λ_c·[(t_x − σ(x))² + (t_y − σ(y))² + (t_w − w)² + (t_h − h)²] + class_scale·CE
 
@@ -23,8 +23,9 @@ objectness and classes are scored.  `focal=1` replaces the cross-entropy by Lin 
 Inference (`head.decode(..., loss='loss1')`) scores a class by the same (C+1)-softmax probability; the statistics
 report that probability as `class_prob` and 1 − p(background) as `obj_prob` / `noobj_prob`.
 
-IoU-balanced losses (`../shared/papers/iou-balanced-loss.md` eq. 1-4), `[region]` keys, off by default; IoU is that
-of the responsible prediction's box with its truth, and no weight or normaliser carries a gradient:
+IoU-balanced losses (Wu et al., "IoU-balanced Loss Functions for Single-stage Object Detection", eq. 1-4),
+`[region]` keys, off by default; IoU is that of the responsible prediction's box with its truth, and no weight or
+normaliser carries a gradient:
 * `iou_balanced_cls=1`, `eta=1.5`: each responsible prediction's class term (Loss2: and, separately, its objectness
   term) is multiplied by iou^η · S / S_η, where S and S_η are that term's plain and iou^η-weighted sums over the
   responsible predictions of the whole call (the forwarded mini-batch, as the paper's batch normaliser), so the
@@ -43,9 +44,9 @@ import torch.nn.functional as nnf
 from torch import nn
 
 from ..box import iou_cxcywh, pairwise_iou_cxcywh
-from ..cfg import Section
+from ..cfg import Section, check_region
 from ..head import grid_boxes, split_output
-from .mining import Predictions, check_lrm, mine, mining_on, probe
+from .mining import Predictions, check_lrm, mine, mining_on, probe, reports_lrm
 
 MAX_TRUTHS = 30          # Darknet's region layer reads exactly 30 truth slots per image
 PRIOR_SEEN = 12800       # the anchor prior applies while fewer images than this have been seen
@@ -100,7 +101,7 @@ class _Assignment:
 
 
 class RegionLoss(nn.Module):
-    """The training criterion for one `[region]` (and optional `[lrm]`) section: `crit(F, targets, seen)`.
+    """The training criterion for one `[region]` and one `[lrm]` section (`hard_examples=0`: no mining): `crit(F, targets, seen)`.
 
     `targets` is (B, M, 5) float, rows (class, cx, cy, w, h) normalised, class = -1 for padding; rows with zero
     width or height are ignored (Darknet would take log(0)).  `seen` is the int count of training images seen.
@@ -111,7 +112,7 @@ class RegionLoss(nn.Module):
     with a per-image K).
     """
 
-    def __init__(self, region: Section, lrm: Section | None = None):
+    def __init__(self, region: Section, lrm: Section):
         super().__init__()
         check_loss_settings(region, lrm)
         self.region, self.lrm = region, lrm
@@ -268,7 +269,7 @@ class RegionLoss(nn.Module):
                boxes: torch.Tensor, truths: _Truths, assign: _Assignment) -> Predictions | None:
         """What mining (or the probe) looks at, in training mode when `[lrm]` mines or probes; else None."""
         lrm = self.lrm
-        if not self.training or lrm is None or not (mining_on(lrm) or lrm['probe']):
+        if not self.training or not reports_lrm(lrm):
             return None
         energy = None
         if lrm['probe'] and pred.requires_grad:
@@ -309,14 +310,11 @@ def _balanced(term: torch.Tensor, focus: torch.Tensor, resp: torch.Tensor) -> to
     return focus * torch.where(weighted > 0, plain / weighted.clamp(min=torch.finfo(t.dtype).tiny), 1.0)
 
 
-def check_loss_settings(region: Section, lrm: Section | None = None) -> None:
+def check_loss_settings(region: Section, lrm: Section) -> None:
     """Raise CfgError (naming the file and key) for `[region]`/`[lrm]` settings the loss cannot train with; the
     constructor runs it, and the experiment runner before any run starts."""
     r = region
-    if len(r['anchors']) != 2 * r['num']:
-        raise r.error(f'num={r["num"]} needs {2 * r["num"]} anchor values, got {len(r["anchors"])}', 'anchors')
-    if not r['softmax']:
-        raise r.error('only softmax=1 is supported by the loss', 'softmax')
+    check_region(r)
     if r['max'] > MAX_TRUTHS:
         raise r.error(f'the region layer reads at most {MAX_TRUTHS} truths per image; max={r["max"]}', 'max')
     if r['focal'] and r['loss'] != 'loss1':
@@ -324,5 +322,4 @@ def check_loss_settings(region: Section, lrm: Section | None = None) -> None:
     for key in ('eta', 'lambda', 'w_loc'):
         if r[key] < 0:
             raise r.error(f'{key} must be >= 0', key)
-    if lrm is not None:
-        check_lrm(lrm)
+    check_lrm(lrm)

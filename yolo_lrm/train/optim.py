@@ -1,4 +1,4 @@
-"""Darknet's weight update as PyTorch SGD (`../shared/docs/darknet-reference.md` §5.1).
+"""Darknet's weight update as PyTorch SGD (Darknet's `update_convolutional_layer`).
 
 Darknet, per update over a batch of B images (`update_convolutional_layer`):
     W_upd += -decay·B·W;  W += (lr/B)·W_upd;  W_upd *= momentum        (conv weights)

@@ -2,7 +2,7 @@
 
 Counting: Darknet's batch number is `seen / (minibatch * subdivisions)`, taken after the images of the update have
 been added to `seen`, so the k-th update (k = 1, 2, ...) runs with `batch_num = k`
-(`../shared/docs/darknet-reference.md` §5.1).
+(Darknet's `get_current_batch`).
 
 HEAD keeps `batch_num` in a `size_t` and compares or subtracts the cfg's `int` values in unsigned arithmetic.  We
 reproduce what that computes, because shipped cfgs depend on it:

@@ -1,21 +1,23 @@
 """What a training run starts from, decided before anything is written: its options and cfg (fresh, or from the
-checkpoint it resumes), the checks of every input that needs no data, the initial weights, mixed precision and the
-wrapped model.  The Trainer calls these in order; none of them creates a file."""
+checkpoint it resumes), the checks of every input that needs no data, how its updates are cut (`Schedule`), the
+initial weights, mixed precision and the wrapped model.  The Trainer calls these in order; none creates a file."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from ..cfg import Cfg, parse_cfg, parse_cfg_text
+from ..cfg import Cfg, apply_overrides, parse_cfg, parse_cfg_text
 from ..checkpoint import load_checkpoint, load_weights
 from ..data.datafile import DataCfg
 from ..distributed import DistInfo
 from ..model import Darknet
 from ..runfolder import check_parent_dir
+from ..weights import load_darknet_weights
 from .runlog import previous_run
 from .args import RESUME_KEEP, TrainArgs, cfg_overrides, find_resume_checkpoint
 
@@ -59,9 +61,8 @@ def backup_dir(args: TrainArgs, data: DataCfg) -> Path | None:
     return Path(data['backup'] if args.backup is None else args.backup)
 
 
-def check_inputs(args: TrainArgs, cfg: Cfg, data: DataCfg, dist: DistInfo) -> tuple[int, int]:
-    """Input errors that need no data or model, caught before a run directory is created; returns the update's
-    batch and subdivisions."""
+def check_inputs(args: TrainArgs, cfg: Cfg, data: DataCfg, dist: DistInfo) -> None:
+    """Input errors that need no data or model, caught before a run directory is created."""
     n, world = cfg.net, dist.world_size
     batch, subdivisions = n['batch'], n['subdivisions']
     if batch <= 0 or subdivisions <= 0 or batch % (subdivisions * world):
@@ -89,7 +90,33 @@ def check_inputs(args: TrainArgs, cfg: Cfg, data: DataCfg, dist: DistInfo) -> tu
     if backup is not None:
         check_parent_dir(backup, '--backup (Darknet backups)' if args.backup else
                          f'backup= of {data.path} (Darknet backups; --backup DIR or none changes it)')
-    return batch, subdivisions
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """How a run's updates are cut: `batch` images per update (the cfg's), as `subdivisions` mini-batches of
+    `minibatch` images over all processes (`local_minibatch` in each), `max_batches` updates in all."""
+    batch: int
+    subdivisions: int
+    minibatch: int
+    local_minibatch: int
+    max_batches: int
+
+
+def plan_schedule(args: TrainArgs, cfg: Cfg, world_size: int, train_images: int,
+                  log: Callable[[str], None]) -> Schedule:
+    """The run's `Schedule` (after `check_inputs`); a fresh run with `--epochs` gets the updates that many passes
+    over `train_images` take, written into the cfg as its `max_batches` (so the checkpoint's cfg carries them)."""
+    n = cfg.net
+    batch, subdivisions = n['batch'], n['subdivisions']
+    if args.epochs is not None and args.resume is None:
+        if args.epochs <= 0:
+            raise ValueError(f'--epochs must be positive, got {args.epochs}')
+        updates = math.ceil(args.epochs * train_images / batch)
+        apply_overrides(cfg, [f'net.max_batches={updates}'])
+        log(f'--epochs {args.epochs}: {updates} updates of {batch} images')
+    minibatch = batch // subdivisions
+    return Schedule(batch, subdivisions, minibatch, minibatch // world_size, n['max_batches'])
 
 
 def check_run_location(args: TrainArgs) -> None:
@@ -122,7 +149,6 @@ def load_initial_weights(net: Darknet, args: TrainArgs, cfg: Cfg, log: Callable[
             load_weights(net, load_checkpoint(args.weights), f'{args.weights}: weights do not fit {cfg.path}')
             log(f'weights: {args.weights} (seen {net.seen:,})')
         else:
-            from ..weights import load_darknet_weights
             convs = len(net.conv_layers())
             loaded = load_darknet_weights(net, args.weights, partial=True)
             what = 'all' if loaded == convs else f'the first {loaded} of {convs} (partial: the rest keep ' \

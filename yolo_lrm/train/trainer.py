@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from .. import distributed as dist_utils
 from ..allocator import keep_freed_memory
-from ..cfg import CfgError, apply_overrides
+from ..cfg import CfgError
 from ..atomic import remove_stale_temporaries
 from ..checkpoint import load_weights, model_checkpoint, rng_state, save_checkpoint, set_rng_state
 from ..weights import save_darknet_weights
@@ -40,8 +40,10 @@ from ..loss.region import RegionLoss
 from ..loss.mining import mining_on, reports_lrm
 from ..model import Darknet
 from .optim import build_optimizer, loss_scale, set_learning_rate
+from ..data import ListDataset, MultiScaleBatchSampler, collate, hyp_from_cfg, prepare_data, scan_dataset
 from ..data.datafile import parse_data
 from ..data.loader import closing_batches, train_loader
+from ..evaluation import evaluate as evaluation  # evaluation.evaluate_model looked up at each call: tests replace it
 from ..evaluation.evaluate import EvalResult
 from ..evaluation.resultfiles import unique_ids
 from ..lockfile import RunLock, acquire
@@ -52,8 +54,8 @@ from .runstate import RunState
 from .args import TrainArgs, TrainResult, cfg_overrides  # what a run is asked to do
 from .schedule import current_batch, learning_rate, schedule_warnings
 from .stopping import NonFiniteLoss, SaveFailed, StopRequest, nonfinite_message, save_failure, tensor_bytes
-from .setup import (backup_dir, check_inputs, load_initial_weights, mixed_precision, resolve_run,
-                         setup_determinism, wrap_model)
+from .setup import (Schedule, backup_dir, check_inputs, load_initial_weights, mixed_precision, plan_schedule,
+                    resolve_run, setup_determinism, wrap_model)
 
 
 class Trainer:
@@ -76,20 +78,23 @@ class Trainer:
         self.log = RunLog(echo=self.dist.main)   # written to the run directory once it exists
         self.reports: RunReports | None = None   # pictures and TensorBoard, main process only
         self._last_eval: EvalResult | None = None
+        self._last_map: float | None = None      # the last evaluation's mAP, on every process
         resolved = resolve_run(args)             # options and cfg; nothing on disk yet
         self.args, self.cfg, self.run_dir = resolved.args, resolved.cfg, resolved.run_dir
         if self.run_dir is not None and self.dist.main:  # --resume: own the folder before results.csv is cut
             self._lock = acquire(self.run_dir, self.log.info)
         self.data = parse_data(self.args.data)
-        self.batch, self.subdivisions = check_inputs(self.args, self.cfg, self.data, self.dist)
+        check_inputs(self.args, self.cfg, self.data, self.dist)
         setup_determinism(self.args, self.device)
         self._build_data()                       # generates a built-in set, scans train= and valid=
-        self.net = self._build_model(resolved.ckpt)
+        self.schedule: Schedule = plan_schedule(self.args, self.cfg, self.dist.world_size, len(self.dataset),
+                                                self.log.info)
+        self.net = self._build_model(resolved.ckpt)  # the bare network: weights, seen, checkpoints, evaluation
         self.crit = RegionLoss(self.net.region, self.net.lrm)
         self.amp_dtype, self.scaler = mixed_precision(self.args, self.device, self.log.info)
         self.optimizer = build_optimizer(self.net)  # after the move to the device: its state then lives there too
         self.state = self._initial_state(resolved.ckpt)  # restores optimizer, scaler and RNG when resuming
-        self.model = wrap_model(self.net, self.args, self.dist)
+        self.wrapped = wrap_model(self.net, self.args, self.dist)  # what the forward pass calls (DDP, compiled)
         self._check_schedule()
         self._open_run_dir()                     # only now: every input has been read and checked
         self.loader = self._build_loader()
@@ -99,7 +104,6 @@ class Trainer:
     # ------------------------------------------------------------------------------------------------ setup
     def _build_data(self) -> None:
         """Generate a built-in dataset if asked, read the names, scan the train= and valid= lists."""
-        from ..data import ListDataset, hyp_from_cfg, prepare_data, scan_dataset
         if not self.data['train']:
             raise CfgError(f'{self.data.path}: no train= list')
 
@@ -123,12 +127,6 @@ class Trainer:
         for what, report in (('train', self.dataset.report), ('valid', self.valid_report)):
             for message in report.warnings() if report is not None else ():
                 self.log.info(f'warning: {what}: {message}')
-        if self.args.epochs is not None and self.args.resume is None:
-            if self.args.epochs <= 0:
-                raise ValueError(f'--epochs must be positive, got {self.args.epochs}')
-            updates = math.ceil(self.args.epochs * len(self.dataset) / self.batch)
-            apply_overrides(self.cfg, [f'net.max_batches={updates}'])
-            self.log.info(f'--epochs {self.args.epochs}: {updates} updates of {self.batch} images')
 
     def _check_valid_list(self) -> None:
         """The valid= list is scanned like train=: wrong class ids stop the run; unusable images are skipped."""
@@ -145,9 +143,6 @@ class Trainer:
 
     def _build_model(self, ckpt: dict | None) -> Darknet:
         """The network with its initial (or resumed) weights, on the device."""
-        self.max_batches = self.cfg.net['max_batches']
-        self.minibatch = self.batch // self.subdivisions            # images per mini-batch, all processes
-        self.local_minibatch = self.minibatch // self.dist.world_size
         net = Darknet(self.cfg)
         if ckpt is None:
             load_initial_weights(net, self.args, self.cfg, self.log.info)
@@ -161,12 +156,13 @@ class Trainer:
     def _initial_state(self, ckpt: dict | None) -> RunState:
         """A fresh run starts at the initial weights' `seen` (Darknet continues its schedule); a resumed run where
         its checkpoint stopped, with the optimizer, scaler and RNG states restored."""
+        plan = self.schedule
         if ckpt is None:
             seen = int(self.net.seen)
-            state = RunState(seen=seen, update=current_batch(seen, self.batch))
-            if state.update >= self.max_batches:
+            state = RunState(seen=seen, update=current_batch(seen, plan.batch))
+            if state.update >= plan.max_batches:
                 raise ValueError(f'{self.args.weights}: seen {seen:,} images = {state.update} updates of '
-                                 f'{self.batch}, not below max_batches={self.max_batches}; pass --clear to restart '
+                                 f'{plan.batch}, not below max_batches={plan.max_batches}; pass --clear to restart '
                                  f'the schedule')
             if state.update:
                 self.log.info(f'continuing Darknet\'s schedule at update {state.update} (seen {seen:,}; --clear '
@@ -180,20 +176,20 @@ class Trainer:
         set_rng_state(ckpt['rng'])
         if self.dist.main:
             ResultsCsv(self.run_dir / 'results.csv').truncate_after(state.update)
-        self.log.info(f'resumed from {self.args.resume}: update {state.update}/{self.max_batches}, '
+        self.log.info(f'resumed from {self.args.resume}: update {state.update}/{plan.max_batches}, '
                       f'seen {state.seen:,}')
         return state
 
     def _check_schedule(self) -> None:
         """Say what will run, and fail now rather than mid-run on impossible schedule settings."""
-        n, r, lrm = self.cfg.net, self.cfg.region, self.cfg.lrm
+        n, r, lrm, plan = self.cfg.net, self.cfg.region, self.cfg.lrm, self.schedule
         procs = f' x {self.dist.world_size} processes' if self.dist.enabled else ''
         mining = f'{lrm["mode"]} K={lrm["hard_examples"]} nms={lrm["nms"]:g}' if mining_on(lrm) else 'off'
         if lrm['probe']:
             mining += ', probe on' + ('' if mining_on(lrm) else f' (what K={lrm["probe_k"]} nms={lrm["probe_nms"]:g} '
                                                                 f'would keep; the loss is untouched)')
-        self.log.info(f'batch {self.batch} = {self.subdivisions} x {self.local_minibatch} images{procs}, '
-                      f'{self.max_batches} updates ({self.max_batches * self.batch / len(self.dataset):.1f} epochs), '
+        self.log.info(f'batch {plan.batch} = {plan.subdivisions} x {plan.local_minibatch} images{procs}, '
+                      f'{plan.max_batches} updates ({plan.max_batches * plan.batch / len(self.dataset):.1f} epochs), '
                       f'lr {n["learning_rate"]:g} policy {n["policy"]}, burn_in {n["burn_in"]}, momentum '
                       f'{n["momentum"]:g}, decay {n["decay"]:g}; {r["loss"]}, multi-scale '
                       f'{"on" if r["random"] else "off"}, augmentation {"on" if self.args.augment else "off"}, '
@@ -237,11 +233,11 @@ class Trainer:
 
     def _build_loader(self) -> DataLoader:
         """Batches in the order of the seeded multi-scale sampler, from the update the run starts at."""
-        from ..data import MultiScaleBatchSampler, collate
+        plan = self.schedule
         sampler = MultiScaleBatchSampler(
-            len(self.dataset), self.local_minibatch, self.subdivisions, self.args.seed, bool(self.cfg.region['random']),
-            self.cfg.net['width'], self.max_batches, self.dist.rank, self.dist.world_size,
-            start_minibatch=self.state.update * self.subdivisions)
+            len(self.dataset), plan.local_minibatch, plan.subdivisions, self.args.seed, bool(self.cfg.region['random']),
+            self.cfg.net['width'], plan.max_batches, self.dist.rank, self.dist.world_size,
+            start_minibatch=self.state.update * plan.subdivisions)
         return train_loader(self.dataset, sampler, collate, self.args.workers, pin_memory=self.device.type == 'cuda')
 
     def _write_run_files(self) -> None:
@@ -249,7 +245,8 @@ class Trainer:
         self._write_cfg_copy(self.run_dir / Path(self.args.cfg or 'model.cfg').name)
         (self.run_dir / Path(self.data.path).name).write_text(self.data.to_text())
         info = {'args': dataclasses.asdict(self.args), 'cfg_overrides': cfg_overrides(self.args),
-                'batch': self.batch, 'subdivisions': self.subdivisions, 'max_batches': self.max_batches,
+                'batch': self.schedule.batch, 'subdivisions': self.schedule.subdivisions,
+                'max_batches': self.schedule.max_batches,
                 'world_size': self.dist.world_size, 'device': str(self.device), 'torch': torch.__version__,
                 'train_images': len(self.dataset)}
         (self.run_dir / 'args.json').write_text(json.dumps(info, indent=2) + '\n')
@@ -270,50 +267,66 @@ class Trainer:
     # ------------------------------------------------------------------------------------------------- loop
     def run(self) -> TrainResult:
         """Train until max_batches, early stop or a stop signal; returns how it ended."""
-        a = self.args
-        interval = a.eval_interval or max(1, math.ceil(self.max_batches / 10))
-        meter, last_map, reason = Meter(), None, 'finished'
+        max_batches = self.schedule.max_batches
+        meter, reason = Meter(), None
         self.net.train()
         batches = iter(self.loader)
-        bar = tqdm(total=self.max_batches, initial=self.state.update, disable=not self.dist.main, unit='update',
+        bar = tqdm(total=max_batches, initial=self.state.update, disable=not self.dist.main, unit='update',
                    dynamic_ncols=True, mininterval=1.0)
         with StopRequest() as self._stop, contextlib.closing(bar), closing_batches(batches):
-            while self.state.update < self.max_batches:
+            while reason is None and self.state.update < max_batches:
                 t0 = time.perf_counter()
                 values, stop = self.train_update(batches)
                 elapsed = time.perf_counter() - t0
                 self.state.train_time += elapsed
-                values['images_per_s'] = self.batch / elapsed
+                values['images_per_s'] = self.schedule.batch / elapsed
                 meter.add(values)
                 if self.reports is not None:
                     self.reports.update(self.state.update, values)
                 bar.update(1)
                 bar.set_postfix_str(self._postfix(values), refresh=False)
-                k = self.state.update
-                final = k == self.max_batches
-                evaluate = k % interval == 0 or final
-                if evaluate:
-                    last_map = self._evaluate_or_save(meter)
-                    meter.reset()
-                    if a.patience and self.state.bad_evals >= a.patience:
-                        reason = 'early-stop'
-                if stop and reason == 'finished':
-                    reason = 'interrupted'
-                if reason != 'finished' or evaluate or (a.save_interval and k % a.save_interval == 0):
-                    self._save(final=final)
-                if a.save_period and k % a.save_period == 0 and self.dist.main:
-                    self._save_checkpoint(self._checkpoint(), self.weights_dir / f'update_{k}.pt')
-                if reason != 'finished':
-                    break
-        return self._finish(reason, last_map)
+                reason = self._evaluate_and_save(meter, stop)
+        return self._finish(reason or 'finished', self._last_map)
+
+    def _evaluate_and_save(self, meter: Meter, stop: bool) -> str | None:
+        """The policy after each update: evaluate every eval_interval updates (default: a tenth of the run) and after
+        the last, stopping early after `patience` evaluations without a better mAP; save last.pt and the backups at
+        each evaluation, at a stop and every save_interval updates, `update_<k>.pt` every save_period.  Returns why
+        the run ends here ('early-stop', 'interrupted'; None: it goes on)."""
+        a, k, reason = self.args, self.state.update, None
+        final = k == self.schedule.max_batches
+        evaluate = k % (a.eval_interval or max(1, math.ceil(self.schedule.max_batches / 10))) == 0 or final
+        if evaluate:
+            self._last_map = self._evaluate_or_save(meter)
+            meter.reset()
+            if a.patience and self.state.bad_evals >= a.patience:
+                reason = 'early-stop'
+        if stop and reason is None:
+            reason = 'interrupted'
+        if reason is not None or evaluate or (a.save_interval and k % a.save_interval == 0):
+            self._save(final=final)
+        if a.save_period and k % a.save_period == 0 and self.dist.main:
+            self._save_checkpoint(self._checkpoint(), self.weights_dir / f'update_{k}.pt')
+        return reason
 
     def train_update(self, batches: Iterator) -> tuple[dict[str, float], bool]:
         """One update: forward/backward over `subdivisions` mini-batches from `batches` (collated `(images, targets,
         paths)`), one synchronised look at the numbers, then the SGD step.  Returns the logged values (named as in
         `stats.KEYS`, plus lr and size) and whether a stop was requested in any process."""
-        rows, paths = [], []
-        scale = loss_scale(self.batch, self.dist.world_size)
-        for s in range(self.subdivisions):
+        rows, paths = self._forward_backward(batches)
+        numbers, stop = self._synced_numbers(rows, paths)
+        values = stats.unpack(numbers, self.schedule.batch, self.schedule.subdivisions * self.dist.world_size,
+                              mining=reports_lrm(self.crit.lrm), probe=bool(self.cfg.lrm['probe']))
+        values['lr'] = self._step()
+        values['size'] = paths[-1][0]
+        return values, stop
+
+    def _forward_backward(self, batches: Iterator) -> tuple[list[torch.Tensor], list[tuple[int, list[str]]]]:
+        """The update's `subdivisions` mini-batches, forward and backward, gradients accumulating; advances `seen`
+        and the update count.  Returns each mini-batch's packed statistics (on the device) and (size, paths)."""
+        plan, rows, paths = self.schedule, [], []
+        scale = loss_scale(plan.batch, self.dist.world_size)
+        for s in range(plan.subdivisions):
             images, targets, batch_paths = next(batches)
             paths.append((images.shape[-1], batch_paths))
             if s == 0 and self.reports is not None and self.reports.wants_batch(self.state.update):
@@ -322,36 +335,40 @@ class Trainer:
             if self.args.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             targets = targets.to(self.device, non_blocking=True)
-            self.state.seen += self.minibatch  # Darknet counts the mini-batch before its forward pass
-            sync = s == self.subdivisions - 1 or not self.dist.enabled
-            with (contextlib.nullcontext() if sync else self.model.no_sync()):
+            self.state.seen += plan.minibatch  # Darknet counts the mini-batch before its forward pass
+            sync = s == plan.subdivisions - 1 or not self.dist.enabled
+            with (contextlib.nullcontext() if sync else self.wrapped.no_sync()):
                 with torch.autocast(self.device.type, self.amp_dtype, enabled=self.amp_dtype is not None):
-                    output = self.model(images)
+                    output = self.wrapped(images)
                 result = self.crit(output.float(), targets, self.state.seen)
                 self.scaler.scale(result.total * scale).backward()
             rows.append(stats.pack(result))
         self.net.seen = self.state.seen
-        self.state.update = current_batch(self.state.seen, self.batch)
+        self.state.update = current_batch(self.state.seen, plan.batch)
+        return rows, paths
+
+    def _synced_numbers(self, rows: list[torch.Tensor], paths: list[tuple[int, list[str]]]) -> tuple[list[float], bool]:
+        """The one host sync of the update: the statistics summed over processes, with the stop flag; raises
+        NonFiniteLoss (naming the images) before any step when a loss is not finite."""
         packed = torch.stack(rows).flatten()
         flag = float(self._stop is not None and self._stop.requested)
         local = torch.cat([packed, packed.new_full((1,), flag)])  # the stop flag after the rows: a fill, no copy
         summed = dist_utils.all_reduce_sum(local.clone(), self.dist) if self.dist.enabled else local
-        numbers = summed.tolist()  # the one host sync of the update
-        *numbers, stop = numbers
+        *numbers, stop = summed.tolist()
         if not all(math.isfinite(v) for r in stats.split_rows(numbers) for v in stats.row_losses(r).values()):
             raise NonFiniteLoss(nonfinite_message(self.state, stats.split_rows(local.tolist()[:-1]), paths,
                                                   self.dist.rank if self.dist.enabled else None,
                                                   self.weights_dir / 'last.pt'))
-        values = stats.unpack(numbers, self.batch, self.subdivisions * self.dist.world_size,
-                              mining=reports_lrm(self.crit.lrm), probe=bool(self.cfg.lrm['probe']))
+        return numbers, stop > 0
+
+    def _step(self) -> float:
+        """The SGD step with the k-th update's learning rate (returned), then the gradients cleared."""
         lr = learning_rate(self.cfg.net, self.state.update)
         set_learning_rate(self.optimizer, lr)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        values['lr'] = lr
-        values['size'] = paths[-1][0]
-        return values, stop > 0
+        return lr
 
     def _postfix(self, v: dict[str, float]) -> str:
         text = (f"loss {v['loss']:.3g} (xy/wh {v['coord']:.3g} obj {v['obj']:.3g} noobj {v['noobj']:.3g} "
@@ -403,10 +420,9 @@ class Trainer:
         """The current weights scored on valid= (None: there is no valid= list)."""
         if not self.data['valid']:
             return None
-        # looked up at each call (tests replace it); restores train mode itself
-        from ..evaluation.evaluate import evaluate_model
-        result = evaluate_model(self.net, self.data, metric=self.args.eval_metric, iou=0.5, names=self.names,
-                                batch_size=self.args.eval_batch, workers=self.args.workers, progress=True)
+        result = evaluation.evaluate_model(self.net, self.data, metric=self.args.eval_metric, iou=0.5, names=self.names,
+                                           batch_size=self.args.eval_batch, workers=self.args.workers,
+                                           progress=True)  # restores train mode itself
         self._note_skipped(result.skipped)
         return result
 
@@ -483,8 +499,8 @@ class Trainer:
             what = {'finished': 'finished', 'early-stop': f'early stop: no better mAP in {self.args.patience} '
                     f'evaluations', 'interrupted': 'interrupted: saved'}[reason]
             best = f', best mAP@.5 {self.state.best_map:.4f}' if self.state.best_map is not None else ''
-            self.log.info(f'{what} at update {self.state.update}/{self.max_batches} ({self.state.seen:,} images, '
-                          f'{self.state.train_time / 60:.1f} min training{best}); results in {self.run_dir}')
+            self.log.info(f'{what} at update {self.state.update}/{self.schedule.max_batches} ({self.state.seen:,} '
+                          f'images, {self.state.train_time / 60:.1f} min training{best}); results in {self.run_dir}')
             if reason == 'interrupted':
                 self.log.info(f'continue with: python train.py --resume {self.run_dir}')
         dist_utils.barrier(self.dist)
