@@ -7,10 +7,10 @@ names, whichever engine runs it, so the letterbox → network → decode → NMS
 - `torch`: a `.pt` or a Darknet `.weights` (+ cfg) as a `Darknet`, on any device;
 - `onnx`: ONNX Runtime on the CPU (`onnxrun.OnnxNetwork`): an `.onnx` export as it is (fp32 or INT8: the file
   says), or a `.pt` / `.weights` exported once to an fp32 `.onnx` in the cache (`cached_export`);
-- `auto` (default): an `.onnx` with ONNX Runtime, a `.pt` / `.weights` with PyTorch.  On the 2-core AMD EPYC
-  (AVX-512, VNNI) where it was measured (bench/README.md, issue #30), ORT fp32 was 1.0-1.2x PyTorch end to end at
-  416, batch 1, while the export it needs takes ~20 s there (torch.export): it pays off after ~500-1,300 frames, so
-  a trained model is converted only when asked.  INT8 runs only from an INT8 file the user passes.
+- `auto` (default): an `.onnx` with ONNX Runtime, a `.pt` / `.weights` with PyTorch.  On an idle 2-core AMD EPYC
+  (AVX-512, VNNI; bench/README.md, issue #30) ORT fp32 was 1.25-1.46x PyTorch end to end at 416, batch 1, and the
+  export it needs takes ~20 s (torch.export), repaid after a few hundred frames: a trained model is still converted
+  only when asked (making that the default is #30's next step).  INT8 runs only from an INT8 file the user passes.
 """
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def load_network(weights: str | os.PathLike, cfg: str | os.PathLike | None = Non
         torch.backends.cudnn.benchmark = target.type == 'cuda'  # fixed input shape: autotuned kernels pay off
         net, names = load_model(weights, cfg, overrides, target)
         why = '--engine torch' if engine == 'torch' else \
-            'auto; --engine onnx exports it once for ONNX Runtime fp32, 1.0-1.2x faster end to end here'
+            'auto; --engine onnx exports it once for ONNX Runtime fp32, ~1.3x faster end to end on a CPU'
         return Loaded(net, names, f'PyTorch on {target} ({why})')
     if device and pick_device(device).type != 'cpu':
         raise ValueError(f'{weights}: ONNX Runtime runs on the CPU here, not on --device {device}')
