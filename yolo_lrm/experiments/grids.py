@@ -130,6 +130,8 @@ def _loss(loss: str, focal: int) -> tuple[str, ...]:
 
 
 BASELINE = Variant('baseline', (*_loss('loss2', 0), 'lrm.hard_examples=0'))
+LOSS1 = Variant('loss1', (*_loss('loss1', 0), 'lrm.hard_examples=0'))
+LOSS1_FOCAL = Variant('loss1-focal', (*_loss('loss1', 1), 'lrm.hard_examples=0'))
 
 
 def lrm_variant(k: int, nms: float | None) -> Variant:
@@ -145,15 +147,13 @@ def lrm_grid() -> list[Variant]:
 
 def loss_grid(best: tuple[int, float | None]) -> list[Variant]:
     """Table IV: Loss2, Loss1, Loss1 + focal loss, Loss2 + LRM(best)."""
-    return [BASELINE, Variant('loss1', (*_loss('loss1', 0), 'lrm.hard_examples=0')),
-            Variant('loss1-focal', (*_loss('loss1', 1), 'lrm.hard_examples=0')), lrm_variant(*best)]
+    return [BASELINE, LOSS1, LOSS1_FOCAL, lrm_variant(*best)]
 
 
 def fixed_grid() -> list[Variant]:
     """The pretrained study's rows, fixed in advance from the paper's own best settings (none chosen on a split):
     Loss2, Loss2 + LRM at Table II's and Table III's best, Loss1, Loss1 + focal loss (Table IV)."""
-    loss1 = loss_grid(PAPER_BEST)[1:3]
-    return [BASELINE, lrm_variant(*KITTI_BEST), lrm_variant(*PAPER_BEST), *loss1]
+    return [BASELINE, lrm_variant(*KITTI_BEST), lrm_variant(*PAPER_BEST), LOSS1, LOSS1_FOCAL]
 
 
 def mining_grid(best: tuple[int, float | None], images: int | None) -> list[Variant]:

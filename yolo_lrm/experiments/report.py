@@ -52,10 +52,10 @@ def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
     """Pearson's r of paired values (None for fewer than three pairs or a constant side)."""
     if len(x) < 3:
         return None
-    mx, my = statistics.fmean(x), statistics.fmean(y)
-    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y))
-    sxx, syy = sum((a - mx) ** 2 for a in x), sum((b - my) ** 2 for b in y)
-    return sxy / (sxx * syy) ** 0.5 if sxx > 0 and syy > 0 else None
+    try:
+        return statistics.correlation(x, y)
+    except statistics.StatisticsError:  # a constant side
+        return None
 
 
 def split_stats(runs: Sequence[dict[str, Any]], scores: Sequence[dict[str, Any] | None],

@@ -471,19 +471,20 @@ class Trainer:
 
     def _save_checkpoint(self, ckpt: dict[str, Any], path: Path) -> None:
         """`save_checkpoint`, a failure to write becoming `SaveFailed` (see `_store`)."""
-        self._store(path, lambda: save_checkpoint(ckpt, path), tensor_bytes(ckpt))
+        self._store(path, lambda: save_checkpoint(ckpt, path), lambda: ckpt)
 
     def _save_weights(self, path: Path) -> None:
         """The network as a Darknet `.weights` file, a failure to write becoming `SaveFailed`."""
-        self._store(path, lambda: save_darknet_weights(self.net, path), tensor_bytes(self.net.state_dict()))
+        self._store(path, lambda: save_darknet_weights(self.net, path), self.net.state_dict)
 
-    def _store(self, path: Path, write: Callable[[], None], need: int) -> None:
+    def _store(self, path: Path, write: Callable[[], None], contents: Callable[[], Any]) -> None:
         """Run `write`, an atomic save of `path`; an OSError (a full disk, ...) becomes SaveFailed with one line naming
-        the folder, the space needed and the update weights/last.pt holds, also written to train.log."""
+        the folder, the space needed (the tensors of `contents()`, sized only then) and the update weights/last.pt
+        holds, also written to train.log."""
         try:
             write()
         except OSError as exc:
-            message = save_failure(path, exc, need, self.state.last_saved, self.run_dir)
+            message = save_failure(path, exc, tensor_bytes(contents()), self.state.last_saved, self.run_dir)
             with contextlib.suppress(OSError):  # the log may be on the full disk too; the console gets it anyway
                 with open(self.run_dir / 'train.log', 'a') as f:
                     f.write(f'error: {message}\n')
