@@ -8,7 +8,7 @@ speed-up over PyTorch measured in the same run.
     python bench/bench_engines.py --weights W.pt --data DATA [--test-data DATA2 ...] [--int8-variants]
 
 Rows (random weights, seed 0: speed does not depend on them):
-  pytorch        yolo_lrm.inference.detect.Detector: BN fused, channels_last (what detect.py runs on a CPU today)
+  pytorch        yolo_lrm.inference.detector.Detector: BN fused, channels_last (what detect.py runs on a CPU today)
   ort, ort-int8  the export (`python -m yolo_lrm.export`) run by onnxrun.OnnxNetwork inside the same Detector, so the
                  end-to-end steps (letterbox, decode, NMS, unletterbox) are detect.py's own; INT8 = quantize.DEFAULT
                  calibrated on --calib's train= images
@@ -51,7 +51,7 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from yolo_lrm.checkpoint import load_model  # noqa: E402
-from yolo_lrm.inference.detect import Detector  # noqa: E402
+from yolo_lrm.inference.detector import Detector  # noqa: E402
 from yolo_lrm.export import export_onnx, metadata, save_onnx  # noqa: E402
 from yolo_lrm.model import Darknet  # noqa: E402
 from yolo_lrm.onnxrun import INPUT, META_KEY, OUTPUT, OnnxError, OnnxNetwork, Runner, check_signature  # noqa: E402

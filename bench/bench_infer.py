@@ -29,7 +29,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from yolo_lrm.inference.detect import Detector, synchronize  # noqa: E402
+from yolo_lrm.inference.detector import Detector, synchronize  # noqa: E402
 from yolo_lrm.distributed import pick_device  # noqa: E402
 from yolo_lrm.model import Darknet  # noqa: E402
 

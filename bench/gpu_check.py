@@ -57,7 +57,7 @@ from yolo_lrm.cfg import parse_cfg
 from yolo_lrm.atomic import atomic_write
 from yolo_lrm.data import collate
 from yolo_lrm.data.loader import close_batches
-from yolo_lrm.inference.detect import Detector, synchronize
+from yolo_lrm.inference.detector import Detector, synchronize
 from yolo_lrm.distributed import pick_device
 from yolo_lrm.head import grid_boxes, split_output
 from yolo_lrm.loss.region import RegionLoss

@@ -115,3 +115,24 @@ def test_letterbox_geometry_and_inverse():
     # Darknet offsets the box by (64-new_h)/2 as a float while pasting at the integer offset: half a pixel here
     shift = ((64 - new_h) / 2.0 - dy) / new_h * 48
     assert torch.allclose(back, torch.tensor([[30.0, 10 - shift, 50.0, 20 - shift]], dtype=torch.float64), atol=1e-9)
+
+
+def test_postprocess_keeps_every_pair_and_maps_to_each_image():
+    from yolo_lrm.model import Darknet
+    from yolo_lrm.pipeline import Postprocess
+    net = Darknet('cfg/demo.cfg')
+    post = Postprocess.for_network(net, (96, 64), conf=0.0, nms=1.0)
+    # Darknet's `detector valid` writes every (box, class) pair: A anchors x the 3x2 grid x C classes
+    assert post.max_det == net.num_anchors * 3 * 2 * net.num_classes
+    out = torch.randn(2, net.num_anchors * (5 + net.num_classes), 2, 3, generator=torch.Generator().manual_seed(0))
+    sizes = [(192, 128), (96, 96)]  # the first fills the 96x64 input exactly, the second is letterboxed
+    dets = post(out, sizes)
+    assert [len(d) for d in dets] == [post.max_det] * 2
+    rel = detect(out, post.anchors, 0.0, 1.0, net.region['loss'], post.max_det)
+    for d, r, (w, h) in zip(dets, rel, sizes):
+        torch.testing.assert_close(d[:, :4], unletterbox(r[:, :4], w, h, 96, 64))
+        torch.testing.assert_close(d[:, 4:], r[:, 4:])
+    np.testing.assert_allclose(dets[0][:, :4].numpy(), (rel[0][:, :4] * torch.tensor([192, 128, 192, 128])).numpy(),
+                               rtol=1e-5, atol=1e-3)
+    only = Postprocess.for_network(net, (96, 64), conf=0.0, nms=1.0, classes=[1])(out, sizes)
+    assert all(set(d[:, 5].tolist()) == {1.0} for d in only)

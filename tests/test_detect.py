@@ -14,7 +14,9 @@ from yolo_lrm import checkpoint
 from yolo_lrm.box import iou_cxcywh, xyxy_to_cxcywh
 from yolo_lrm.cfg import parse_cfg_text
 from yolo_lrm.data.labels import read_image
-from yolo_lrm.inference.detect import Detector, darknet_label_lines, main
+from yolo_lrm.inference.detect import main
+from yolo_lrm.inference.detector import Detector
+from yolo_lrm.inference.writers import darknet_label_lines
 from yolo_lrm.distributed import pick_device
 from yolo_lrm.runfolder import increment_dir
 from yolo_lrm.reports.draw import clip_boxes, palette
@@ -94,7 +96,7 @@ def weights(tmp_path_factory, one_thread) -> Path:
     rng = np.random.default_rng(0)
     x_all, targets = training_set(64, rng)
     net = Darknet(parse_cfg_text(TINY_CFG, 'tiny.cfg'))
-    crit = RegionLoss(net.region, net.lrm)
+    crit = RegionLoss(net.region, net.cfg.lrm)
     opt = torch.optim.SGD(net.parameters(), lr=0.02, momentum=0.9, weight_decay=5e-4)
     net.train()
     for step in range(STEPS):

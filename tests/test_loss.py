@@ -181,7 +181,7 @@ def _fixture_case(seen: int):
 @pytest.mark.parametrize('seen', [0, 20000])
 def test_darknet_fixture_gradient_and_stats(seen):
     net, raw, targets, expected, printed = _fixture_case(seen)
-    crit = RegionLoss(net.region, net.lrm)
+    crit = RegionLoss(net.region, net.cfg.lrm)
     got, res = grad_of(crit, raw, targets, seen)
     assert (got - expected).abs().max().item() < 1e-5
     nums = [float(v) for v in re.findall(r'[-\d.]+(?:e[-+]?\d+)?', printed.split('Region')[1])]

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from test_export import reference, weights  # noqa: F401  (weights: the module's fixture, a random .pt)
 from yolo_lrm import checkpoint
-from yolo_lrm.inference.detect import Detector
+from yolo_lrm.inference.detector import Detector
 from yolo_lrm.export import main as export_main
 from yolo_lrm.layers import MaxPool
 from yolo_lrm.onnxrun import META_KEY, OnnxError, OnnxNetwork, check_onnxruntime, read_metadata

@@ -134,7 +134,7 @@ def test_update_is_darknets(tmp_path, demo):
     trained = load_checkpoint(result.run_dir / 'weights' / 'last.pt')
 
     net, batch, lr, momentum, decay = copy.deepcopy(init).train(), 4, 0.01, 0.9, 0.0005
-    crit = RegionLoss(net.region, net.lrm)
+    crit = RegionLoss(net.region, net.cfg.lrm)
     conv_weights = {id(b.conv.weight) for _, b in net.conv_layers()}
     mult = {id(p): net.cfg.layers[i]['learning_rate'] for i, b in net.conv_layers() for p in b.parameters()}
     updates = {id(p): torch.zeros_like(p) for p in net.parameters()}

@@ -141,11 +141,6 @@ class Darknet(nn.Module):
         return self.cfg.region
 
     @property
-    def lrm(self) -> Section:
-        """The `[lrm]` settings (hard_examples, nms, ...); used by the loss in training only."""
-        return self.cfg.lrm
-
-    @property
     def num_classes(self) -> int:
         return self.region['classes']
 

@@ -55,9 +55,8 @@ from ..data import LetterboxImages, collate_images
 from ..data.datafile import DataCfg, parse_data
 from ..data.dataset import Unreadable
 from ..data.scan import ScanReport, scan_dataset
-from ..head import detect
 from .kitti import MIN_OVERLAP, KittiClass, evaluate_kitti_dirs
-from ..letterbox import unletterbox
+from ..pipeline import Postprocess
 from .voc import (Detections, GroundTruth, class_ap, class_pr, load_voc_annotations, read_all_detections,
                   read_image_set)
 from .resultfiles import darknet_boxes, printed, unique_ids, write_kitti_results, write_voc_results
@@ -229,8 +228,7 @@ def run_list(net, paths: Sequence[str], size: int | None = None, conf: float = D
     device = next(net.parameters()).device
     if device.type == 'cpu':
         keep_freed_memory()
-    anchors = net.anchors.to(device)
-    max_det = net.num_anchors * (size // net.stride) ** 2 * net.num_classes  # Darknet writes every (box, class)
+    post = Postprocess.for_network(net, (size, size), conf, nms, device=device)  # every (box, class), as Darknet
     loader = DataLoader(LetterboxImages(paths, size), batch_size=batch_size, num_workers=workers,
                         collate_fn=collate_images, pin_memory=device.type == 'cuda')
     if progress:
@@ -249,9 +247,7 @@ def run_list(net, paths: Sequence[str], size: int | None = None, conf: float = D
                 continue
             with torch.inference_mode():
                 out = net(images.to(device, non_blocking=True))
-                batch = detect(out, anchors, conf, nms, net.region['loss'], max_det)
-                dets += [torch.cat((unletterbox(d[:, :4], w, h, size, size), d[:, 4:]), 1).cpu().numpy()
-                         for d, (w, h) in zip(batch, batch_sizes)]
+                dets += [d.cpu().numpy() for d in post(out, batch_sizes)]
             readable += batch_paths
             sizes += batch_sizes
     finally:

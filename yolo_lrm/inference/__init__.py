@@ -1,4 +1,5 @@
 """Real-time inference behind `python detect.py`.
 
-`detect.py` (the detector, its writers and command line), `sources.py` (images, folders, videos, cameras, streams).
+`sources.py` (images, folders, videos, cameras, streams), `detector.py` (the network in the one inference pipeline),
+`writers.py` (what is written per frame), `detect.py` (the run over a source, its timings and the command line).
 """

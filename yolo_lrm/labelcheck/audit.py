@@ -25,9 +25,8 @@ from ..data.datafile import DataCfg, parse_data
 from ..data import LetterboxImages, ScanReport, collate_images, letterbox_targets, scan_dataset
 from ..data.dataset import Unreadable
 from ..data.imagelist import DatasetError
-from ..head import detect
-from ..letterbox import unletterbox
 from ..loss.region import PRIOR_SEEN, RegionLoss
+from ..pipeline import Postprocess
 
 SPLITS = ('train', 'valid', 'test')
 DET_CONF = 0.005     # Darknet's `detector valid` threshold: every plausible box, for the scores to rank
@@ -87,9 +86,8 @@ def audit_images(net, split: Split, indices: Sequence[int] | None = None, size: 
     net.check_input_size(size)
     device = next(net.parameters()).device
     indices = list(range(len(split.paths))) if indices is None else list(indices)
-    crit = RegionLoss(net.region, net.lrm).eval()
-    anchors = net.anchors.to(device)
-    max_det = net.num_anchors * (size // net.stride) ** 2 * net.num_classes
+    crit = RegionLoss(net.region, net.cfg.lrm).eval()
+    post = Postprocess.for_network(net, (size, size), DET_CONF, DET_NMS, device=device)
     loader = DataLoader(_Indexed(LetterboxImages([split.paths[i] for i in indices], size), indices),
                         batch_size=batch_size, num_workers=workers, collate_fn=_collate)
     audits, skipped = [], []
@@ -102,10 +100,10 @@ def audit_images(net, split: Split, indices: Sequence[int] | None = None, size: 
         with torch.inference_mode():
             out = net(images.to(device))
             losses = crit(out, targets, PRIOR_SEEN).per_prediction.sum((1, 2, 3)).tolist()
-            dets = detect(out, anchors, DET_CONF, DET_NMS, net.region['loss'], max_det)
+            dets = post(out, sizes)
             for k, i in enumerate(where):
                 audits.append(ImageAudit(i, sizes[k], labels[k], _box_terms(crit, out[k:k + 1], targets[k]),
-                                         losses[k], _image_boxes(dets[k], sizes[k], size)))
+                                         losses[k], _image_boxes(dets[k], sizes[k])))
     return audits, skipped
 
 
@@ -131,11 +129,10 @@ def _targets(labels: list[np.ndarray], sizes: list[tuple[int, int]], size: int) 
     return t
 
 
-def _image_boxes(dets: torch.Tensor, im_size: tuple[int, int], size: int) -> np.ndarray:
-    """(n, 6) detections x1, y1, x2, y2 of the network input -> cx, cy, w, h normalised to the image, score, class."""
+def _image_boxes(dets: torch.Tensor, im_size: tuple[int, int]) -> np.ndarray:
+    """(n, 6) detections x1, y1, x2, y2 in image pixels -> cx, cy, w, h normalised to the image, score, class."""
     w, h = im_size
-    pixels = unletterbox(dets[:, :4].float(), w, h, size, size)
-    boxes = xyxy_to_cxcywh(pixels / pixels.new_tensor([w, h, w, h]))
+    boxes = xyxy_to_cxcywh(dets[:, :4] / dets.new_tensor([w, h, w, h]))
     return torch.cat((boxes, dets[:, 4:6].float()), 1).cpu().numpy()
 
 

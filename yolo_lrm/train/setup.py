@@ -1,5 +1,5 @@
 """What a training run starts from, decided before anything is written: its options and cfg (fresh, or from the
-checkpoint it resumes), the checks of every input that needs no data, how its updates are cut (`Schedule`), the
+checkpoint it resumes), the checks of every input that needs no data, how its updates are cut (`BatchPlan`), the
 initial weights, mixed precision and the wrapped model.  The Trainer calls these in order; none creates a file."""
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ def check_inputs(args: TrainArgs, cfg: Cfg, data: DataCfg, dist: DistInfo) -> No
 
 
 @dataclasses.dataclass(frozen=True)
-class Schedule:
+class BatchPlan:
     """How a run's updates are cut: `batch` images per update (the cfg's), as `subdivisions` mini-batches of
     `minibatch` images over all processes (`local_minibatch` in each), `max_batches` updates in all."""
     batch: int
@@ -103,9 +103,9 @@ class Schedule:
     max_batches: int
 
 
-def plan_schedule(args: TrainArgs, cfg: Cfg, world_size: int, train_images: int,
-                  log: Callable[[str], None]) -> Schedule:
-    """The run's `Schedule` (after `check_inputs`); a fresh run with `--epochs` gets the updates that many passes
+def plan_batches(args: TrainArgs, cfg: Cfg, world_size: int, train_images: int,
+               log: Callable[[str], None]) -> BatchPlan:
+    """The run's `BatchPlan` (after `check_inputs`); a fresh run with `--epochs` gets the updates that many passes
     over `train_images` take, written into the cfg as its `max_batches` (so the checkpoint's cfg carries them)."""
     n = cfg.net
     batch, subdivisions = n['batch'], n['subdivisions']
@@ -116,7 +116,7 @@ def plan_schedule(args: TrainArgs, cfg: Cfg, world_size: int, train_images: int,
         apply_overrides(cfg, [f'net.max_batches={updates}'])
         log(f'--epochs {args.epochs}: {updates} updates of {batch} images')
     minibatch = batch // subdivisions
-    return Schedule(batch, subdivisions, minibatch, minibatch // world_size, n['max_batches'])
+    return BatchPlan(batch, subdivisions, minibatch, minibatch // world_size, n['max_batches'])
 
 
 def check_run_location(args: TrainArgs) -> None:

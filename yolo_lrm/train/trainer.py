@@ -54,7 +54,7 @@ from .runstate import RunState
 from .args import TrainArgs, TrainResult, cfg_overrides  # what a run is asked to do
 from .schedule import current_batch, learning_rate, schedule_warnings
 from .stopping import NonFiniteLoss, SaveFailed, StopRequest, nonfinite_message, save_failure, tensor_bytes
-from .setup import (Schedule, backup_dir, check_inputs, load_initial_weights, mixed_precision, plan_schedule,
+from .setup import (BatchPlan, backup_dir, check_inputs, load_initial_weights, mixed_precision, plan_batches,
                     resolve_run, setup_determinism, wrap_model)
 
 
@@ -87,10 +87,10 @@ class Trainer:
         check_inputs(self.args, self.cfg, self.data, self.dist)
         setup_determinism(self.args, self.device)
         self._build_data()                       # generates a built-in set, scans train= and valid=
-        self.schedule: Schedule = plan_schedule(self.args, self.cfg, self.dist.world_size, len(self.dataset),
-                                                self.log.info)
+        self.plan: BatchPlan = plan_batches(self.args, self.cfg, self.dist.world_size, len(self.dataset),
+                                            self.log.info)
         self.net = self._build_model(resolved.ckpt)  # the bare network: weights, seen, checkpoints, evaluation
-        self.crit = RegionLoss(self.net.region, self.net.lrm)
+        self.crit = RegionLoss(self.cfg.region, self.cfg.lrm)  # the loss from the run's cfg: [lrm] is training-only
         self.amp_dtype, self.scaler = mixed_precision(self.args, self.device, self.log.info)
         self.optimizer = build_optimizer(self.net)  # after the move to the device: its state then lives there too
         self.state = self._initial_state(resolved.ckpt)  # restores optimizer, scaler and RNG when resuming
@@ -156,7 +156,7 @@ class Trainer:
     def _initial_state(self, ckpt: dict | None) -> RunState:
         """A fresh run starts at the initial weights' `seen` (Darknet continues its schedule); a resumed run where
         its checkpoint stopped, with the optimizer, scaler and RNG states restored."""
-        plan = self.schedule
+        plan = self.plan
         if ckpt is None:
             seen = int(self.net.seen)
             state = RunState(seen=seen, update=current_batch(seen, plan.batch))
@@ -182,7 +182,7 @@ class Trainer:
 
     def _check_schedule(self) -> None:
         """Say what will run, and fail now rather than mid-run on impossible schedule settings."""
-        n, r, lrm, plan = self.cfg.net, self.cfg.region, self.cfg.lrm, self.schedule
+        n, r, lrm, plan = self.cfg.net, self.cfg.region, self.cfg.lrm, self.plan
         procs = f' x {self.dist.world_size} processes' if self.dist.enabled else ''
         mining = f'{lrm["mode"]} K={lrm["hard_examples"]} nms={lrm["nms"]:g}' if mining_on(lrm) else 'off'
         if lrm['probe']:
@@ -233,7 +233,7 @@ class Trainer:
 
     def _build_loader(self) -> DataLoader:
         """Batches in the order of the seeded multi-scale sampler, from the update the run starts at."""
-        plan = self.schedule
+        plan = self.plan
         sampler = MultiScaleBatchSampler(
             len(self.dataset), plan.local_minibatch, plan.subdivisions, self.args.seed, bool(self.cfg.region['random']),
             self.cfg.net['width'], plan.max_batches, self.dist.rank, self.dist.world_size,
@@ -245,8 +245,8 @@ class Trainer:
         self._write_cfg_copy(self.run_dir / Path(self.args.cfg or 'model.cfg').name)
         (self.run_dir / Path(self.data.path).name).write_text(self.data.to_text())
         info = {'args': dataclasses.asdict(self.args), 'cfg_overrides': cfg_overrides(self.args),
-                'batch': self.schedule.batch, 'subdivisions': self.schedule.subdivisions,
-                'max_batches': self.schedule.max_batches,
+                'batch': self.plan.batch, 'subdivisions': self.plan.subdivisions,
+                'max_batches': self.plan.max_batches,
                 'world_size': self.dist.world_size, 'device': str(self.device), 'torch': torch.__version__,
                 'train_images': len(self.dataset)}
         (self.run_dir / 'args.json').write_text(json.dumps(info, indent=2) + '\n')
@@ -267,7 +267,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------------------- loop
     def run(self) -> TrainResult:
         """Train until max_batches, early stop or a stop signal; returns how it ended."""
-        max_batches = self.schedule.max_batches
+        max_batches = self.plan.max_batches
         meter, reason = Meter(), None
         self.net.train()
         batches = iter(self.loader)
@@ -279,7 +279,7 @@ class Trainer:
                 values, stop = self.train_update(batches)
                 elapsed = time.perf_counter() - t0
                 self.state.train_time += elapsed
-                values['images_per_s'] = self.schedule.batch / elapsed
+                values['images_per_s'] = self.plan.batch / elapsed
                 meter.add(values)
                 if self.reports is not None:
                     self.reports.update(self.state.update, values)
@@ -294,8 +294,8 @@ class Trainer:
         each evaluation, at a stop and every save_interval updates, `update_<k>.pt` every save_period.  Returns why
         the run ends here ('early-stop', 'interrupted'; None: it goes on)."""
         a, k, reason = self.args, self.state.update, None
-        final = k == self.schedule.max_batches
-        evaluate = k % (a.eval_interval or max(1, math.ceil(self.schedule.max_batches / 10))) == 0 or final
+        final = k == self.plan.max_batches
+        evaluate = k % (a.eval_interval or max(1, math.ceil(self.plan.max_batches / 10))) == 0 or final
         if evaluate:
             self._last_map = self._evaluate_or_save(meter)
             meter.reset()
@@ -315,7 +315,7 @@ class Trainer:
         `stats.KEYS`, plus lr and size) and whether a stop was requested in any process."""
         rows, paths = self._forward_backward(batches)
         numbers, stop = self._synced_numbers(rows, paths)
-        values = stats.unpack(numbers, self.schedule.batch, self.schedule.subdivisions * self.dist.world_size,
+        values = stats.unpack(numbers, self.plan.batch, self.plan.subdivisions * self.dist.world_size,
                               mining=reports_lrm(self.crit.lrm), probe=bool(self.cfg.lrm['probe']))
         values['lr'] = self._step()
         values['size'] = paths[-1][0]
@@ -324,7 +324,7 @@ class Trainer:
     def _forward_backward(self, batches: Iterator) -> tuple[list[torch.Tensor], list[tuple[int, list[str]]]]:
         """The update's `subdivisions` mini-batches, forward and backward, gradients accumulating; advances `seen`
         and the update count.  Returns each mini-batch's packed statistics (on the device) and (size, paths)."""
-        plan, rows, paths = self.schedule, [], []
+        plan, rows, paths = self.plan, [], []
         scale = loss_scale(plan.batch, self.dist.world_size)
         for s in range(plan.subdivisions):
             images, targets, batch_paths = next(batches)
@@ -500,7 +500,7 @@ class Trainer:
             what = {'finished': 'finished', 'early-stop': f'early stop: no better mAP in {self.args.patience} '
                     f'evaluations', 'interrupted': 'interrupted: saved'}[reason]
             best = f', best mAP@.5 {self.state.best_map:.4f}' if self.state.best_map is not None else ''
-            self.log.info(f'{what} at update {self.state.update}/{self.schedule.max_batches} ({self.state.seen:,} '
+            self.log.info(f'{what} at update {self.state.update}/{self.plan.max_batches} ({self.state.seen:,} '
                           f'images, {self.state.train_time / 60:.1f} min training{best}); results in {self.run_dir}')
             if reason == 'interrupted':
                 self.log.info(f'continue with: python train.py --resume {self.run_dir}')
