@@ -1,14 +1,14 @@
-"""CPU inference engines side by side: PyTorch (detect.py's route), ONNX Runtime fp32 and INT8, OpenCV 4.x DNN on the
-same cfg + .weights, OpenVINO fp32 and INT8, for tiny, yolov2-voc and MobileNet at 416; batch 1 and 8; network
-only and end to end; medians of interleaved rounds (every engine once per round, the order rotating) and the
-speed-up over PyTorch measured in the same run.
+"""CPU inference engines side by side: PyTorch (detect.py --engine torch), ONNX Runtime fp32 (its auto on a CPU)
+and INT8, OpenCV 4.x DNN on the same cfg + .weights, OpenVINO fp32 and INT8, for tiny, yolov2-voc and MobileNet at
+416; batch 1 and 8; network only and end to end; medians of interleaved rounds (every engine once per round, the
+order rotating) and the speed-up over PyTorch measured in the same run.
 
     python bench/bench_engines.py [--cfgs ...] [--batches 1 8] [--rounds 7] [--threads 2] [--engines ...]
         [--calib DATA] [--calib-images N] [--opencv-python PATH] [--memory] [--work DIR] [--json OUT]
     python bench/bench_engines.py --weights W.pt --data DATA [--test-data DATA2 ...] [--int8-variants]
 
 Rows (random weights, seed 0: speed does not depend on them):
-  pytorch        yolo_lrm.inference.detector.Detector: BN fused, channels_last (what detect.py runs on a CPU today)
+  pytorch        yolo_lrm.inference.detector.Detector: BN fused, channels_last (detect.py's PyTorch route)
   ort, ort-int8  the export (`python -m yolo_lrm.export`) run by onnxrun.OnnxNetwork inside the same Detector, so the
                  end-to-end steps (letterbox, decode, NMS, unletterbox) are detect.py's own; INT8 = quantize.DEFAULT
                  calibrated on --calib's train= images

@@ -11,6 +11,16 @@ SHARED = ROOT.parent / 'shared'
 FIXTURES = SHARED / 'fixtures' / 'darknet'
 
 
+@pytest.fixture(scope='session', autouse=True)
+def conversion_cache(tmp_path_factory):
+    """Models converted by the tests (engines.cached_export: detect.py's auto on a CPU) go to a folder of the test
+    session's own, never to the user's ~/.cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        folder = tmp_path_factory.mktemp('yolo_lrm_cache')
+        patch.setenv('YOLO_LRM_CACHE', str(folder))
+        yield folder
+
+
 def need_fixtures() -> Path:
     """The Darknet fixture folder, or skip the test with the reason."""
     if not FIXTURES.is_dir():

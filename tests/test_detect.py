@@ -121,8 +121,10 @@ def weights(tmp_path_factory, one_thread) -> Path:
 
 
 def run_detect(weights: Path, source, out: Path, *extra: str):
+    """detect.py on PyTorch, whose boxes these tests compare with evaluation's bit for bit (auto on a CPU would
+    export to ONNX Runtime: that route's tests are test_onnx_routes.py)."""
     return main(['--weights', str(weights), '--source', str(source), '--project', str(out), '--name', 'run',
-                 '--quiet', *extra])
+                 '--quiet', '--engine', 'torch', *extra])
 
 
 def best_match(dets: list[dict], cls: int, box_xyxy: list[float]) -> float:

@@ -1,6 +1,7 @@
-"""detect.py and evaluate.py on an ONNX export (`--weights m.onnx`, `evaluate.py - DATA m.onnx`, `--engine onnx` on a
-.pt through the cache) give the PyTorch route's detections and mAP, through the one loader
-(`engines.load_network`); and the bad inputs stop with one line naming the file."""
+"""detect.py and evaluate.py on an ONNX export (`--weights m.onnx`, `evaluate.py - DATA m.onnx`, a .pt through the
+cache: detect.py's auto on a CPU, or `--engine onnx`) give the PyTorch route's detections and mAP, through the one
+loader (`engines.load_network`); auto falls back to PyTorch, saying why, where ONNX Runtime cannot run the model;
+evaluate.py's auto keeps PyTorch; and the bad inputs stop with one line naming the file."""
 from __future__ import annotations
 
 import json
@@ -10,16 +11,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
-from test_onnxrun import NEED, dataset, onnx_model, weights  # noqa: F401  (module fixtures: .pt, its export, a .data)
+from test_onnxrun import NEED, dataset, need_onnx, onnx_model, weights  # noqa: F401  (module fixtures: .pt, its
+# export, a .data)
 from yolo_lrm.inference.detect import main as detect_main
-from yolo_lrm.engines import cache_dir, load_network
+from yolo_lrm.engines import ORT_GAIN, cache_dir, cache_key, load_network
 from yolo_lrm.evaluate_cli import main as eval_main
 
 
 @pytest.fixture(autouse=True)
 def cache(tmp_path, monkeypatch):
-    """A cache folder of the test's own: conversions never touch the user's ~/.cache."""
+    """A cache folder of the test's own (conftest's is the session's), empty at its start: what a test exports
+    is what it finds there."""
     monkeypatch.setenv('YOLO_LRM_CACHE', str(tmp_path / 'cache'))
     return tmp_path / 'cache'
 
@@ -35,13 +39,18 @@ def images(tmp_path_factory):
     return folder
 
 
-def detections(weights_path, images, out, capsys, *extra: str) -> tuple[list[np.ndarray], str]:  # noqa: F811
-    """detect.py's JSON detections per image (x1 y1 x2 y2 score class) and its printed engine line."""
+def detections(weights_path, images, out, capsys, *extra: str):  # noqa: F811
+    """detect.py's JSON detections per image (x1 y1 x2 y2 score class), and what it printed (`.out`, `.err`)."""
     summary = detect_main(['--weights', str(weights_path), '--source', str(images), '--project', str(out),
                            '--name', 'run', '--quiet', '--nosave', '--save-json', '--conf', '0.05', *extra])
-    route = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith('engine: '))
     records = json.loads((summary.save_dir / 'detections.json').read_text())['images']
-    return [np.array([d['box'] + [d['score'], d['class']] for d in r['detections']]) for r in records], route
+    return [np.array([d['box'] + [d['score'], d['class']] for d in r['detections']]) for r in records], \
+        capsys.readouterr()
+
+
+def route(printed) -> str:
+    """detect.py's engine line."""
+    return next(ln for ln in printed.out.splitlines() if ln.startswith('engine: '))
 
 
 def assert_same_detections(got: list[np.ndarray], want: list[np.ndarray]) -> None:
@@ -54,28 +63,83 @@ def assert_same_detections(got: list[np.ndarray], want: list[np.ndarray]) -> Non
 
 # ----------------------------------------------------------------------------------------------- the routes
 def test_detect_on_an_export_gives_pytorchs_detections(weights, onnx_model, images, tmp_path, capsys):  # noqa: F811
-    want, route = detections(weights, images, tmp_path / 'pt', capsys, '--device', 'cpu')
-    assert route.startswith('engine: PyTorch on cpu (auto; --engine onnx exports it')
-    got, route = detections(onnx_model, images, tmp_path / 'onnx', capsys)
-    assert route == f'engine: ONNX Runtime fp32 on the CPU (an ONNX export: {onnx_model})'
+    want, printed = detections(weights, images, tmp_path / 'pt', capsys, '--engine', 'torch')
+    assert route(printed) == 'engine: PyTorch on cpu (--engine torch)'
+    got, printed = detections(onnx_model, images, tmp_path / 'onnx', capsys)
+    assert route(printed) == f'engine: ONNX Runtime fp32 on the CPU (an ONNX export: {onnx_model})'
     assert_same_detections(got, want)
 
 
-def test_engine_onnx_exports_a_pt_once_into_the_cache(weights, onnx_model, images, tmp_path, capsys,  # noqa: F811
-                                                      cache):
-    want, _ = detections(onnx_model, images, tmp_path / 'onnx', capsys)
-    got, route = detections(weights, images, tmp_path / 'first', capsys, '--engine', 'onnx')
+def test_auto_on_a_cpu_runs_a_pt_with_onnxruntime_exported_once(weights, images, tmp_path, capsys,  # noqa: F811
+                                                                cache):
+    need_onnx()
+    want, _ = detections(weights, images, tmp_path / 'pt', capsys, '--engine', 'torch')
+    got, printed = detections(weights, images, tmp_path / 'first', capsys, '--device', 'cpu')
     cached = sorted((cache / 'onnx').glob('*.onnx'))
     assert len(cached) == 1 and re.fullmatch(r'net-64x64-[0-9a-f]{16}\.onnx', cached[0].name)
     assert cache_dir() == cache
-    assert route == f'engine: ONNX Runtime fp32 on the CPU (--engine onnx, {weights} exported once: {cached[0]})'
+    assert re.fullmatch(rf'engine: ONNX Runtime fp32 on the CPU \(auto: the fastest route on a CPU; cached export '
+                        rf'{re.escape(str(cached[0]))}, exported now in \d+\.\d s\)', route(printed)), route(printed)
+    assert f'{weights}: exporting to ONNX once for ONNX Runtime (--engine torch skips it): {cached[0]}' in printed.err
     assert_same_detections(got, want)
+    # the next run reuses the export; --half (autocast on CUDA only) is said to change nothing
     stamp = cached[0].stat().st_mtime_ns
-    detections(weights, images, tmp_path / 'again', capsys, '--engine', 'onnx')
-    assert cached[0].stat().st_mtime_ns == stamp  # reused, not exported again
-    # another input size is another export
-    load_network(weights, engine='onnx', size=(96, 96))
-    assert len(list((cache / 'onnx').glob('*-96x96-*.onnx'))) == 1
+    again, printed = detections(weights, images, tmp_path / 'again', capsys, '--device', 'cpu', '--half')
+    assert route(printed) == f'engine: ONNX Runtime fp32 on the CPU (auto: the fastest route on a CPU; cached ' \
+                             f'export {cached[0]}, reused)'
+    assert '--half: autocast is used on CUDA only; running fp32 on the CPU' in printed.out.splitlines()
+    assert 'exporting' not in printed.err and cached[0].stat().st_mtime_ns == stamp
+    for a, b in zip(again, got):
+        np.testing.assert_array_equal(a, b)
+    # --engine onnx takes the same cache; another input size would be another export (not made: ~10 s)
+    assert load_network(weights, engine='onnx').route == \
+        f'ONNX Runtime fp32 on the CPU (--engine onnx; cached export {cached[0]}, reused)'
+    assert cache_key(str(weights), None, [], (96, 96)) != cache_key(str(weights), None, [], (64, 64)) == \
+        cached[0].stem.rsplit('-', 1)[1]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='auto on a GPU: needs CUDA')
+def test_auto_on_a_gpu_runs_pytorch(weights, cache):  # noqa: F811
+    loaded = load_network(weights)
+    assert loaded.route == 'PyTorch on cuda:0 (auto: PyTorch on a GPU, ONNX Runtime on a CPU)'
+    assert next(loaded.net.parameters()).is_cuda and not cache.exists()
+
+
+def hide_onnxruntime(monkeypatch) -> None:
+    """Make onnxruntime look not installed (what the package checks look at) for the rest of the test."""
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, 'find_spec', lambda name, *a: None if name == 'onnxruntime' else real(name, *a))
+
+
+def test_auto_without_onnxruntime_falls_back_to_pytorch_saying_why(weights, images, tmp_path, capsys,  # noqa: F811
+                                                                   monkeypatch, cache):
+    want, _ = detections(weights, images, tmp_path / 'pt', capsys, '--engine', 'torch')
+    hide_onnxruntime(monkeypatch)
+    got, printed = detections(weights, images, tmp_path / 'auto', capsys, '--device', 'cpu')
+    assert route(printed) == (f'engine: PyTorch on cpu (auto: {ORT_GAIN}, but running an .onnx model needs '
+                              f'onnxruntime: pip install "yolo_lrm[onnx]" (or pip install onnxruntime))')
+    assert not cache.exists()  # checked before anything was exported
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    with pytest.raises(ValueError, match="auto_cpu must be one of onnx, torch, got 'fast'"):
+        load_network(weights, auto_cpu='fast')
+
+
+def test_auto_falls_back_to_pytorch_when_the_export_cannot_be_made(weights, images, tmp_path, capsys,  # noqa: F811
+                                                                   monkeypatch):
+    need_onnx()
+    blocker = tmp_path / 'a-file'  # the cache folder cannot be made under it
+    blocker.write_text('')
+    monkeypatch.setenv('YOLO_LRM_CACHE', str(blocker))
+    _, printed = detections(weights, images, tmp_path / 'auto', capsys, '--device', 'cpu')
+    reason = (f'{blocker / "onnx"}: cannot create the ONNX export cache (Not a directory): set YOLO_LRM_CACHE to a '
+              f'writable folder')
+    assert route(printed) == f'engine: PyTorch on cpu (auto: {ORT_GAIN}, but {reason})'
+    assert 'exporting' not in printed.err  # found before the export's seconds were spent
+    # asked for by name, the same reason is an error
+    assert exit_message(detect_main, ['--weights', str(weights), '--source', str(images), '--project',
+                                      str(tmp_path), '--engine', 'onnx']) == f'error: {reason}'
 
 
 @pytest.fixture(scope='module')
@@ -98,14 +162,19 @@ def scored_data(weights, images):  # noqa: F811
     return images.parent / 'own.data'
 
 
-def test_evaluate_on_an_export_gives_pytorchs_map(weights, onnx_model, scored_data, tmp_path, capsys):  # noqa: F811
-    maps = {}
+def test_evaluate_on_an_export_gives_pytorchs_map(weights, onnx_model, scored_data, tmp_path, capsys,  # noqa: F811
+                                                  cache):
+    maps, routes = {}, {}
     for name, model in (('pt', weights), ('onnx', onnx_model)):
         out = tmp_path / name
         eval_main(['-', str(scored_data), str(model), '--out', str(out), '--workers', '0', '--batch', '2',
                    '--device', 'cpu'])
         maps[name] = json.loads((out / 'eval.json').read_text())
-        assert 'engine: ' + ('PyTorch' if name == 'pt' else 'ONNX Runtime fp32') in capsys.readouterr().err
+        routes[name] = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith('engine: ')]
+    # evaluate.py's auto keeps PyTorch for a .pt on a CPU (scores as training's validation), converting nothing
+    assert routes['pt'] == [f'engine: PyTorch on cpu (auto; --engine onnx exports it once for {ORT_GAIN})']
+    assert not cache.exists()
+    assert routes['onnx'] == [f'engine: ONNX Runtime fp32 on the CPU (an ONNX export: {onnx_model})']
     assert maps['pt']['map'] > 0.5
     assert maps['onnx']['map'] == pytest.approx(maps['pt']['map'], abs=1e-6)
     assert maps['onnx']['per_class'] == pytest.approx(maps['pt']['per_class'], abs=1e-6)
@@ -163,9 +232,7 @@ def test_a_dash_cfg_needs_a_file_that_carries_its_network(dataset, tmp_path):  #
 
 
 def test_without_onnxruntime_an_export_says_what_to_install(onnx_model, images, tmp_path, monkeypatch):  # noqa: F811
-    import importlib.util
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, 'find_spec', lambda name, *a: None if name == 'onnxruntime' else real(name, *a))
+    hide_onnxruntime(monkeypatch)
     message = exit_message(detect_main, ['--weights', str(onnx_model), '--source', str(images),
                                          '--project', str(tmp_path)])
     assert 'pip install "yolo_lrm[onnx]"' in message

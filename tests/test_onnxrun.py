@@ -22,11 +22,16 @@ from yolo_lrm.quantize import calibration_paths
 NEED = 'onnx, onnxscript and onnxruntime are optional: pip install "yolo_lrm[onnx]"'
 
 
+def need_onnx() -> None:
+    """Skip the test, with the reason, unless the exporter's packages and ONNX Runtime are installed."""
+    for module in ('onnx', 'onnxscript', 'onnxruntime'):
+        pytest.importorskip(module, reason=NEED)
+
+
 @pytest.fixture(scope='module')
 def onnx_model(weights, tmp_path_factory):  # noqa: F811
     """The fixture network exported to fp32 ONNX at 64x64."""
-    for module in ('onnx', 'onnxscript', 'onnxruntime'):
-        pytest.importorskip(module, reason=NEED)
+    need_onnx()
     out = tmp_path_factory.mktemp('onnx') / 'net.onnx'
     export_main(['--weights', str(weights), '--format', 'onnx', '--out', str(out)])
     return out

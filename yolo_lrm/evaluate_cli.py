@@ -79,9 +79,9 @@ def _main_model(argv: list[str]) -> None:
     ap.add_argument('--batch', type=int, default=8)
     ap.add_argument('--workers', type=int, default=2, help='image loading processes')
     ap.add_argument('--device', default='', help='cpu, cuda, cuda:N or N (default: cuda when available)')
-    ap.add_argument('--engine', choices=ENGINES, default='auto', help="as detect.py's: torch, onnx (ONNX Runtime on "
-                    "the CPU; a .pt / .weights exported once, fp32, into the cache), auto (.onnx: ONNX Runtime, else "
-                    "PyTorch)")
+    ap.add_argument('--engine', choices=ENGINES, default='auto', help="torch, onnx (ONNX Runtime on the CPU; a .pt / "
+                    ".weights exported once, fp32, into the cache), auto: an .onnx with ONNX Runtime, a .pt / .weights "
+                    "with PyTorch (unlike detect.py on a CPU: the scores are those of the network training validates)")
     ap.add_argument('--size', type=int, help='network input size (default: the cfg width)')
     ap.add_argument('--out', help='folder for result files, eval.json and eval.csv (default: results= of the .data)')
     ap.add_argument('--set', nargs='*', default=[], metavar='SECTION.KEY=VALUE', help='cfg overrides')
@@ -98,7 +98,7 @@ def _main_model(argv: list[str]) -> None:
     data = parse_data(a.data)
     metrics = a.metric or ['kitti' if data['eval'] == 'kitti' else 'voc07']
     loaded = load_network(a.weights, None if a.cfg == '-' else a.cfg, a.device, a.engine,
-                          None if a.size is None else (a.size, a.size), a.set)
+                          None if a.size is None else (a.size, a.size), a.set, auto_cpu='torch')
     print(f'engine: {loaded.route}', file=sys.stderr)  # stdout stays the table alone
     out = a.out or data['results']
     result = evaluate_model(loaded.net, data, metrics, a.iou, names=None if data.named else loaded.names, size=a.size,

@@ -156,7 +156,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument('--cfg', help='network cfg (needed for .weights; overrides the one inside a .pt)')
     ap.add_argument('--engine', choices=ENGINES, default='auto',
                     help='torch: PyTorch; onnx: ONNX Runtime on the CPU (a .pt / .weights is exported once, fp32, '
-                    'into the cache); auto: an .onnx with ONNX Runtime, a .pt / .weights with PyTorch')
+                    'into the cache); auto: the fastest route: an .onnx with ONNX Runtime, a .pt / .weights with '
+                    'ONNX Runtime on a CPU (exported once; PyTorch, with the reason, where onnxruntime is missing '
+                    'or the export fails) and with PyTorch on a GPU. The route taken is printed (engine: ...)')
     ap.add_argument('--names', help='class names file, one per line (default: from the .pt / .onnx, or --data)')
     ap.add_argument('--data', help='.data file whose names= gives the class names')
     ap.add_argument('--source', required=True,
