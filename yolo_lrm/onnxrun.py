@@ -28,8 +28,7 @@ class OnnxError(ValueError):
 def check_onnxruntime() -> None:
     """Raise OnnxError with the install command when onnxruntime is missing."""
     if importlib.util.find_spec('onnxruntime') is None:
-        raise OnnxError('running an .onnx model needs onnxruntime: pip install "yolo_lrm[onnx]" '
-                        '(or pip install onnxruntime)')
+        raise OnnxError('onnxruntime is not installed: pip install "yolo_lrm[onnx]" (or pip install onnxruntime)')
 
 
 def read_metadata(path: str | os.PathLike, props: dict[str, str]) -> dict[str, Any]:
