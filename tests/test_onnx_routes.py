@@ -117,8 +117,8 @@ def test_auto_without_onnxruntime_falls_back_to_pytorch_saying_why(weights, imag
     want, _ = detections(weights, images, tmp_path / 'pt', capsys, '--engine', 'torch')
     hide_onnxruntime(monkeypatch)
     got, printed = detections(weights, images, tmp_path / 'auto', capsys, '--device', 'cpu')
-    assert route(printed) == (f'engine: PyTorch on cpu (auto: {ORT_GAIN}, but running an .onnx model needs '
-                              f'onnxruntime: pip install "yolo_lrm[onnx]" (or pip install onnxruntime))')
+    assert route(printed) == (f'engine: PyTorch on cpu (auto: {ORT_GAIN}, but onnxruntime is not installed: '
+                              f'pip install "yolo_lrm[onnx]" (or pip install onnxruntime))')
     assert not cache.exists()  # checked before anything was exported
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g, w)
