@@ -17,12 +17,12 @@ from yolo_lrm.box import iou_cxcywh
 from yolo_lrm.cfg import parse_cfg_text
 from yolo_lrm.checkpoint import model_checkpoint, save_checkpoint
 from yolo_lrm.data import scan_dataset
-from yolo_lrm.labelcheck import track as tr
 from yolo_lrm.labelcheck.audit import audit_images, load_split
 from yolo_lrm.labelcheck.cli import main
 from yolo_lrm.labelcheck.folds import assign_folds
 from yolo_lrm.labelcheck.issues import find_issues, rank
 from yolo_lrm.model import Darknet
+from yolo_lrm.train import track as tr
 
 from conftest import bench_module
 
