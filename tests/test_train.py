@@ -141,7 +141,7 @@ def test_update_is_darknets(tmp_path, demo):
     seen, minibatches = 0, _minibatches(cfg, data, 2)
     for k in range(2):
         net.zero_grad()
-        for images, targets, _ in minibatches[2 * k:2 * k + 2]:
+        for images, targets, _, _ in minibatches[2 * k:2 * k + 2]:
             seen += 2
             crit(net(images), targets, seen).total.backward()       # summed loss: Darknet's deltas
         with torch.no_grad():

@@ -311,8 +311,8 @@ class Trainer:
 
     def train_update(self, batches: Iterator) -> tuple[dict[str, float], bool]:
         """One update: forward/backward over `subdivisions` mini-batches from `batches` (collated `(images, targets,
-        paths)`), one synchronised look at the numbers, then the SGD step.  Returns the logged values (named as in
-        `stats.KEYS`, plus lr and size) and whether a stop was requested in any process."""
+        paths, indices)`), one synchronised look at the numbers, then the SGD step.  Returns the logged values (named
+        as in `stats.KEYS`, plus lr and size) and whether a stop was requested in any process."""
         rows, paths = self._forward_backward(batches)
         numbers, stop = self._synced_numbers(rows, paths)
         values = stats.unpack(numbers, self.schedule.batch, self.schedule.subdivisions * self.dist.world_size,
@@ -327,7 +327,7 @@ class Trainer:
         plan, rows, paths = self.schedule, [], []
         scale = loss_scale(plan.batch, self.dist.world_size)
         for s in range(plan.subdivisions):
-            images, targets, batch_paths = next(batches)
+            images, targets, batch_paths, _ = next(batches)
             paths.append((images.shape[-1], batch_paths))
             if s == 0 and self.reports is not None and self.reports.wants_batch(self.state.update):
                 self.reports.training_batch(self.state.update, images, targets)
