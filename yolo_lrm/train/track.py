@@ -4,9 +4,10 @@ Format (a folder, `RUN/track/`, written by the trainer with `--track`; this modu
 * `images.txt`: the training list's usable images, one absolute path per line; line i (0-based) is image index i.
 * `updates_<first>-<last>.npz`: the records of updates first..last, three equal-length arrays: `update` (int32, the
   update the image was drawn for, 1-based as `results.csv`), `image` (int32, an index into images.txt), `loss`
-  (float32, the image's summed region loss in that update's forward pass, before any mining mask).  Chunks cover
-  disjoint update ranges; a chunk is written whole (atomically) at a save, so a resumed run deletes the chunks past
-  its checkpoint (`drop_after`) and a reader never sees half a chunk.
+  (float32, the image's summed region loss in that update's forward pass, before any mining mask); under DDP the
+  records of every process.  Chunks cover disjoint update ranges; a chunk is written whole (atomically) just before
+  each resumable checkpoint, so a resumed run deletes the chunks past its checkpoint (`drop_after`) and a reader never
+  sees half a chunk.
 
 Ranking (`stays_hard`): an image's loss in an update is divided by the mean loss of that update's images (the level
 falls as training goes on, and augmentation varies by draw); an image's hardness is the mean of that ratio over its
