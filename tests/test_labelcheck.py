@@ -255,6 +255,15 @@ def test_track_ranks_images_that_stay_hard(tmp_path):
     assert tr.read_track(folder).update.max() == 5
 
 
+def test_track_counts_a_listed_duplicate_as_one_image(tmp_path):
+    """The trainer records the dataset's index, and the scan keeps a duplicate entry: both indices' draws count."""
+    paths = [str(tmp_path / 'a.png'), str(tmp_path / 'b.png'), str(tmp_path / 'a.png')]
+    tr.write_images(tmp_path, paths)
+    # update 2 (the later half) draws a.png under both indices: losses 3 and 2 over the update's mean 2
+    tr.write_chunk(tmp_path, np.array([1, 2, 2, 2]), np.array([1, 0, 1, 2]), np.array([1.0, 3.0, 1.0, 2.0]))
+    assert tr.stays_hard(tr.read_track(tmp_path), paths).tolist() == [1.25, 0.5, 1.25]
+
+
 def test_track_errors_name_the_file(tmp_path):
     with pytest.raises(tr.TrackError, match='not a track folder'):
         tr.read_track(tmp_path)
