@@ -69,6 +69,9 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument('--no-augment', dest='augment', action='store_false',
                    help='no jitter/HSV/flip: letterboxed training images')
     g.add_argument('--cache-dir', help='where the dataset scan cache goes (default: beside the list file)')
+    g.add_argument('--track', action='store_true', help="record each training image's loss at every update in "
+                   'RUN/track/ (written at each save; python -m yolo_lrm.labelcheck ranks the images that stay hard '
+                   'by it)')
     g = ap.add_argument_group('speed and hardware')
     g.add_argument('--device', default=d.device, help="cpu, cuda, cuda:N or N (default: cuda when available)")
     g.add_argument('--workers', type=int, default=d.workers, help='data loading processes')

@@ -255,10 +255,10 @@ def fixed_batch(ctx: Context, t: Trainer, start: int = 0) -> tuple:
     size, n = t.cfg.net['width'], t.schedule.minibatch
     key = (t.args.data, size, n, start)
     if key not in ctx.batches:
-        images, targets, paths = collate([t.dataset[((start + i) % len(t.dataset), size)] for i in range(n)])
+        images, targets, paths, indices = collate([t.dataset[((start + i) % len(t.dataset), size)] for i in range(n)])
         if ctx.device.type == 'cuda':
             images, targets = images.pin_memory(), targets.pin_memory()
-        ctx.batches[key] = images, targets, paths
+        ctx.batches[key] = images, targets, paths, indices
     return ctx.batches[key]
 
 

@@ -46,7 +46,7 @@ def captured_predictions(weights: str, data: str, images: int, k: int):
 
     crit = RegionLoss(net.region, net.lrm).train()
     ds = ListDataset(parse_data(data)['train'], net.region['classes'], augment=False)
-    images, targets, _ = collate([ds[(i, net.cfg.net['width'])] for i in range(min(images, len(ds)))])
+    images, targets, _, _ = collate([ds[(i, net.cfg.net['width'])] for i in range(min(images, len(ds)))])
     loss_module.mine = capture
     try:
         with torch.no_grad():

@@ -91,11 +91,11 @@ def test_dataloader_workers_follow_the_sampler_and_are_reproducible(tmp_path):
     assert len({b[0].size for b in expected[:4]}) == 1 and len({b[0].size for b in expected[4:]}) == 1
     loaded = []
     loader = DataLoader(ds, batch_sampler=sampler, num_workers=2, collate_fn=collate, persistent_workers=True)
-    for images, targets, _ in islice(loader, 8):
+    for images, targets, _, _ in islice(loader, 8):
         loaded.append((images, targets))
     for (images, targets), batch in zip(loaded, expected):
         assert images.shape == (2, 3, batch[0].size, batch[0].size)
         assert targets.shape[0] == 2 and targets.shape[2] == 5
     in_process = [collate([ds[x] for x in batch]) for batch in expected[:2]]
-    for (images, targets), (ref_images, ref_targets, _) in zip(loaded, in_process):
+    for (images, targets), (ref_images, ref_targets, _, _) in zip(loaded, in_process):
         assert torch.equal(images, ref_images) and torch.equal(targets, ref_targets)

@@ -74,12 +74,12 @@ def test_dataset_keeps_going_and_logs_every_skip(messy, tmp_path):
                  'range.txt:3', 'range.txt:1', 'dup.txt:2'):
         assert name in text, name
     items = [ds[(i, 64)] for i in range(len(ds))]
-    images, targets, paths = collate(items)
+    images, targets, paths, indices = collate(items)
     assert images.shape == (6, 3, 64, 64) and targets.shape == (6, 2, 5)
     assert (targets[1, :, 0] == -1).all()                   # the background image: padding only
-    assert paths[0].endswith('good.jpg')
+    assert paths[0].endswith('good.jpg') and indices.tolist() == list(range(6))
     val = ListDataset(messy / 'train.txt', 3, augment=False)
-    image, t, _ = val[(0, 64)]
+    image, t, _, _ = val[(0, 64)]
     assert image.shape == (3, 64, 64) and t.shape == (2, 5)
 
 
@@ -120,8 +120,8 @@ def test_undecodable_image_is_replaced_and_logged(tmp_path):
     (tmp_path / 'list.txt').write_text('images/a.png\nimages/b.png\n')
     log = tmp_path / 'scan.log'
     ds = ListDataset(tmp_path / 'list.txt', 1, augment=False, log_file=log)
-    image, _, path = ds[(0, 32)]
-    assert path.endswith('b.png') and torch.isclose(image[:, 16, 16], torch.tensor(200 / 255)).all()
+    image, _, path, index = ds[(0, 32)]
+    assert path.endswith('b.png') and index == 1 and torch.isclose(image[:, 16, 16], torch.tensor(200 / 255)).all()
     assert 'a.png' in log.read_text()
 
 

@@ -17,12 +17,12 @@ from yolo_lrm.box import iou_cxcywh
 from yolo_lrm.cfg import parse_cfg_text
 from yolo_lrm.checkpoint import model_checkpoint, save_checkpoint
 from yolo_lrm.data import scan_dataset
-from yolo_lrm.labelcheck import track as tr
 from yolo_lrm.labelcheck.audit import audit_images, load_split
 from yolo_lrm.labelcheck.cli import main
 from yolo_lrm.labelcheck.folds import assign_folds
 from yolo_lrm.labelcheck.issues import find_issues, rank
 from yolo_lrm.model import Darknet
+from yolo_lrm.train import track as tr
 
 from conftest import bench_module
 
@@ -253,6 +253,15 @@ def test_track_ranks_images_that_stay_hard(tmp_path):
     assert hard[1] == pytest.approx(2.0 / (3.5 / 3))         # its loss over the mean of its updates, late half
     assert tr.drop_after(folder, 5) == ['updates_00000006-00000010.npz']
     assert tr.read_track(folder).update.max() == 5
+
+
+def test_track_counts_a_listed_duplicate_as_one_image(tmp_path):
+    """The trainer records the dataset's index, and the scan keeps a duplicate entry: both indices' draws count."""
+    paths = [str(tmp_path / 'a.png'), str(tmp_path / 'b.png'), str(tmp_path / 'a.png')]
+    tr.write_images(tmp_path, paths)
+    # update 2 (the later half) draws a.png under both indices: losses 3 and 2 over the update's mean 2
+    tr.write_chunk(tmp_path, np.array([1, 2, 2, 2]), np.array([1, 0, 1, 2]), np.array([1.0, 3.0, 1.0, 2.0]))
+    assert tr.stays_hard(tr.read_track(tmp_path), paths).tolist() == [1.25, 0.5, 1.25]
 
 
 def test_track_errors_name_the_file(tmp_path):

@@ -11,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -21,6 +22,7 @@ from yolo_lrm.data.synthetic import generate
 from yolo_lrm.loss.region import RegionLoss
 from yolo_lrm.model import Darknet
 from yolo_lrm.train.args import TrainArgs, cfg_overrides
+from yolo_lrm.train.track import read_track
 from yolo_lrm.train.trainer import NonFiniteLoss, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,7 +143,7 @@ def test_update_is_darknets(tmp_path, demo):
     seen, minibatches = 0, _minibatches(cfg, data, 2)
     for k in range(2):
         net.zero_grad()
-        for images, targets, _ in minibatches[2 * k:2 * k + 2]:
+        for images, targets, _, _ in minibatches[2 * k:2 * k + 2]:
             seen += 2
             crit(net(images), targets, seen).total.backward()       # summed loss: Darknet's deltas
         with torch.no_grad():
@@ -183,11 +185,13 @@ def _same_state(a: dict, b: dict) -> None:
 
 def test_resume_is_bit_identical(tmp_path, demo):
     """Stopping after update 3 of 6 and resuming (with loader workers this time) ends with the weights and momentum
-    of the uninterrupted run, bit for bit."""
+    of the uninterrupted run, bit for bit; the --track chunk past update 3 is dropped and written again, the same."""
     cfg = write(tmp_path, 'tiny.cfg', tiny_cfg(64, batch=4, subdivisions=2, max_batches=6, burn_in=4,
                                                policy='poly'))
     data = data_file(tmp_path, demo, train_images=12)
-    full = train(run_args(tmp_path, cfg, data, save_period=3))
+    full = train(run_args(tmp_path, cfg, data, save_period=3, track=True))
+    assert sorted(p.name for p in (full.run_dir / 'track').glob('*.npz')) == [
+        'updates_00000001-00000003.npz', 'updates_00000004-00000006.npz']   # one chunk with each checkpoint
     copy_dir = tmp_path / 'runs' / 'copy'
     shutil.copytree(full.run_dir, copy_dir)
     (copy_dir / 'weights' / 'last.pt').unlink()
@@ -195,6 +199,53 @@ def test_resume_is_bit_identical(tmp_path, demo):
     assert resumed.run_dir == copy_dir and resumed.updates == 6
     _same_state(load_checkpoint(full.run_dir / 'weights' / 'last.pt'),
                 load_checkpoint(copy_dir / 'weights' / 'last.pt'))
+    assert ('track: dropped updates_00000004-00000006.npz (past update 3, where the run goes on)'
+            in (copy_dir / 'train.log').read_text())
+    a, b = read_track(full.run_dir / 'track'), read_track(copy_dir / 'track')
+    assert len(a.loss) == 6 * 4 and a.images == b.images
+    for key in ('update', 'image', 'loss'):
+        assert np.array_equal(getattr(a, key), getattr(b, key)), key
+
+
+# -------------------------------------------------------------------------------------------------- track
+def test_track_records_every_draw_with_its_loss_and_feeds_labelcheck(tmp_path, demo):
+    """--track: images.txt is the dataset's order; one chunk per save holds each drawn image once per draw, in the
+    sampler's order, with the update it was drawn for; update 1's losses are the per-image region losses of its two
+    mini-batches under the initial weights (recomputed here), adding up to the mini-batch's loss; labelcheck ranks by
+    the track."""
+    from yolo_lrm.labelcheck.cli import main as labelcheck
+    cfg = write(tmp_path, 'tiny.cfg', tiny_cfg(64, batch=4, subdivisions=2, max_batches=2, lr=0.01))
+    data = data_file(tmp_path, demo, train_images=8)
+    init = Darknet(cfg)
+    torch.save({'cfg_text': init.cfg.to_text(), 'names': None, 'model': init.state_dict(), 'seen': 0},
+               tmp_path / 'init.pt')
+    result = train(run_args(tmp_path, cfg, data, weights=str(tmp_path / 'init.pt'), augment=False, save_interval=1,
+                            track=True))
+    folder = result.run_dir / 'track'
+    assert sorted(p.name for p in folder.glob('*.npz')) == ['updates_00000001-00000001.npz',
+                                                            'updates_00000002-00000002.npz']
+    listed = [str(demo / p) for p in (demo / 'train.txt').read_text().splitlines()[:8]]
+    track = read_track(folder)
+    assert track.images == [os.path.abspath(p) for p in listed]
+    minibatches = _minibatches(cfg, data, 2)
+    assert track.update.tolist() == [1, 1, 1, 1, 2, 2, 2, 2]
+    assert track.image.tolist() == [i for _, _, _, indices in minibatches for i in indices.tolist()]
+    net, seen = copy.deepcopy(init).train(), 0
+    crit = RegionLoss(net.region, net.lrm)
+    with torch.no_grad():
+        for k, (images, targets, paths, indices) in enumerate(minibatches[:2]):
+            assert [track.images[i] for i in indices] == [os.path.abspath(p) for p in paths]
+            seen += 2
+            loss = crit(net(images), targets, seen)
+            per_image = loss.per_prediction.sum((1, 2, 3))
+            torch.testing.assert_close(per_image.sum(), loss.total)                  # no mining: nothing masked
+            np.testing.assert_allclose(track.loss[2 * k:2 * k + 2], per_image.numpy(), rtol=1e-5)
+    assert np.isfinite(track.loss).all() and (track.loss > 0).all()
+    summary = labelcheck(['--weights', str(result.run_dir / 'weights' / 'last.pt'), '--data', str(data),
+                          '--track', str(folder), '--out', str(tmp_path / 'audit'), '--device', 'cpu',
+                          '--workers', '0', '--top', '0'])
+    assert summary['hard_images_ranked_by'].startswith(
+        f'the loss over training of {folder}: 8 losses of 8 images over updates 1..2')
 
 
 # --------------------------------------------------------------------------------------------------- DDP
@@ -203,11 +254,12 @@ def test_ddp_two_processes_match_one(tmp_path, demo):
     total batch ends (no batch norm in this net: BN statistics are per process without --sync-bn)."""
     cfg = write(tmp_path, 'nobn.cfg', tiny_cfg(64, batch=8, subdivisions=2, max_batches=2, bn=0, lr=0.01))
     data = data_file(tmp_path, demo, train_images=16)
-    single = train(run_args(tmp_path, cfg, data, name='single'))
+    single = train(run_args(tmp_path, cfg, data, name='single', track=True))
     env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONPATH': str(ROOT)}
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
            str(ROOT / 'train.py'), str(cfg), str(data), '--device', 'cpu', '--workers', '0', '--deterministic',
-           '--project', str(tmp_path / 'runs'), '--name', 'ddp', '--eval-interval', '1000', '--save-interval', '0']
+           '--project', str(tmp_path / 'runs'), '--name', 'ddp', '--eval-interval', '1000', '--save-interval', '0',
+           '--track']
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert not (tmp_path / 'runs' / 'ddp2').exists()                    # only rank 0 creates the run directory
@@ -218,6 +270,12 @@ def test_ddp_two_processes_match_one(tmp_path, demo):
         torch.testing.assert_close(b['model'][key], a['model'][key], rtol=1e-4, atol=1e-6, msg=key)
     log = (tmp_path / 'runs' / 'ddp' / 'train.log').read_text()
     assert 'x 2 processes' in log and log.count('finished at update 2') == 1
+    # --track: rank 0 writes both processes' records, the same draws and losses as the single process's
+    a, b = read_track(single.run_dir / 'track'), read_track(tmp_path / 'runs' / 'ddp' / 'track')
+    assert sorted(b.image.tolist()) == list(range(16)) and b.update.tolist() == [1] * 8 + [2] * 8   # one epoch
+    order_a, order_b = np.lexsort((a.image, a.update)), np.lexsort((b.image, b.update))
+    assert np.array_equal(a.update[order_a], b.update[order_b]) and np.array_equal(a.image[order_a], b.image[order_b])
+    np.testing.assert_allclose(b.loss[order_b], a.loss[order_a], rtol=1e-4)
 
 
 # ----------------------------------------------------------------------------------------- failure modes
@@ -337,6 +395,7 @@ def test_cli_overrides_and_resume_rules(tmp_path):
         cli.parse_args(['--resume', 'runs/train/exp', '--lr', '0.1'])
     assert cli.parse_args(['--resume', '--workers', '2']).resume == ''
     assert cli.parse_args(['a.cfg', 'b.data', '--amp']).amp == 'bf16'
+    assert cli.parse_args(['a.cfg', 'b.data', '--track']).track and not cli.parse_args(['a.cfg', 'b.data']).track
 
 
 def test_backup_option_moves_or_drops_darknet_backups(tmp_path, demo):

@@ -146,7 +146,8 @@ def test_valid_list_with_wrong_class_ids_stops_before_the_run_folder(tmp_path, d
 
 
 def test_a_failed_evaluation_keeps_the_update(tmp_path, demo, monkeypatch):
-    """Evaluation runs after the update and before its save; if it fails, that update is saved first."""
+    """Evaluation runs after the update and before its save; if it fails, that update is saved first (with its
+    --track chunk)."""
     import yolo_lrm.evaluation.evaluate
 
     def broken(*args, **kwargs):
@@ -156,9 +157,10 @@ def test_a_failed_evaluation_keeps_the_update(tmp_path, demo, monkeypatch):
     cfg = write(tmp_path, 'tiny.cfg', tiny_cfg(64, batch=2, subdivisions=1, max_batches=6))
     data = data_file(tmp_path, demo, train_images=8, valid=True)
     with pytest.raises(RuntimeError, match='simulated'):
-        train(run_args(tmp_path, cfg, data, eval_interval=3, save_interval=0))
+        train(run_args(tmp_path, cfg, data, eval_interval=3, save_interval=0, track=True))
     run = tmp_path / 'runs' / 'exp'
     assert load_checkpoint(run / 'weights' / 'last.pt')['update'] == 3
+    assert [p.name for p in (run / 'track').glob('*.npz')] == ['updates_00000001-00000003.npz']
     assert '--resume' in (run / 'train.log').read_text()
 
 

@@ -70,6 +70,15 @@ def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return t
 
 
+def all_gather_cat(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """`t` of every process (the same shape in each), concatenated in rank order along dimension 0 (`t` alone)."""
+    if not info.enabled:
+        return t
+    parts = [torch.empty_like(t) for _ in range(info.world_size)]
+    dist.all_gather(parts, t)
+    return torch.cat(parts)
+
+
 def barrier(info: DistInfo) -> None:
     """Wait for every process (no-op alone)."""
     if info.enabled:

@@ -52,11 +52,11 @@ class ListDataset(Dataset):
     file's folder).
 
     `ds[(index, size)]` or `ds[Sample(index, size, seed)]` -> (image (3, size, size) float32 RGB in [0, 1],
-    targets (n, 5) float32 class, cx, cy, w, h normalised to the network input, image path).  With `augment`, the
-    Darknet training augmentation (`augment.py`) seeded by `seed` and at most `max_truths` truths; without, the
-    Darknet letterbox and every box of the image (evaluation needs them all).
+    targets (n, 5) float32 class, cx, cy, w, h normalised to the network input, image path, its index in `paths`).
+    With `augment`, the Darknet training augmentation (`augment.py`) seeded by `seed` and at most `max_truths` truths;
+    without, the Darknet letterbox and every box of the image (evaluation needs them all).
     The list is scanned on construction (`ds.report`); issues go to `log_file`; `paths` are the usable images.
-    An image that fails to decode later is logged and replaced by the next one.
+    An image that fails to decode later is logged and replaced by the next one (whose path and index the item has).
     """
 
     def __init__(self, split: ImageList | str | os.PathLike, num_classes: int, augment: bool,
@@ -115,7 +115,7 @@ class ListDataset(Dataset):
             with open(self.log_file, 'a') as f:
                 f.write(f'image_undecodable\t{message} (replaced by the next image)\n')
 
-    def __getitem__(self, key: Any) -> tuple[torch.Tensor, torch.Tensor, str]:
+    def __getitem__(self, key: Any) -> tuple[torch.Tensor, torch.Tensor, str, int]:
         index, size, seed = _unpack(key)
         if not 0 <= index < len(self.paths):
             raise IndexError(f'index {index} out of range for {len(self.paths)} images')
@@ -127,18 +127,20 @@ class ListDataset(Dataset):
         else:
             tensor = torch.from_numpy(letterbox(image, size, size))
             targets = letterbox_targets(boxes, image.shape[1], image.shape[0], size, size)
-        return tensor, torch.from_numpy(targets), self.paths[i]
+        return tensor, torch.from_numpy(targets), self.paths[i], i
 
 
-def collate(batch: Sequence[tuple[torch.Tensor, torch.Tensor, str]]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """Stack items: images (B, 3, S, S), targets (B, M, 5) padded with class -1 rows (M >= 1), paths."""
+def collate(batch: Sequence[tuple[torch.Tensor, torch.Tensor, str, int]]
+            ) -> tuple[torch.Tensor, torch.Tensor, list[str], torch.Tensor]:
+    """Stack items: images (B, 3, S, S), targets (B, M, 5) padded with class -1 rows (M >= 1), paths, indices (B,)
+    int64."""
     images = torch.stack([b[0] for b in batch])
     m = max(1, max(len(b[1]) for b in batch))
     targets = torch.zeros(len(batch), m, 5, dtype=torch.float32)
     targets[:, :, 0] = -1
-    for k, (_, t, _) in enumerate(batch):
+    for k, (_, t, _, _) in enumerate(batch):
         targets[k, :len(t)] = t
-    return images, targets, [b[2] for b in batch]
+    return images, targets, [b[2] for b in batch], torch.tensor([b[3] for b in batch])
 
 
 @dataclass

@@ -19,8 +19,9 @@ criterion scores every image and every label box (`audit.py`); labels and detect
 * `issues.jpg`: the top `--top` issues, the kinds taking turns: a crop around the label and the suggestion, the
   labels on the left, the detections above `--conf` on the right;
 * `summary.json`: counts per kind, the model(s), and which source ranked the hard images: the final model's loss,
-  or a training run's track (`track.py`: each image's loss per update, so that images that stay hard rank above
-  images the model has merely memorised), found as `--track DIR` or beside WEIGHTS (`RUN/track/`).
+  or a training run's track (written by `train.py --track`: each training image's loss at every update that drew it,
+  in `yolo_lrm/train/track.py`'s format, so that images that stay hard rank above images the model has merely
+  memorised), found as `--track DIR` or beside WEIGHTS (`RUN/track/`).
 
 `--folds K` (`folds.py`) audits each of K seeded parts of the split with a model trained on the others, through the
 normal trainer: no label is judged by a model that learnt it.  Bad input ends with an error naming the file: a model

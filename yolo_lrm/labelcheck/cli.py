@@ -13,10 +13,10 @@ import numpy as np
 
 from ..cfg import CfgError
 from ..distributed import pick_device
+from ..train.track import TrackError, read_track, stays_hard
 from .audit import SPLITS, ImageAudit, Split, audit_images, load_split
 from .issues import KINDS, Issue, find_issues, rank
 from .report import write_outputs
-from .track import TrackError, read_track, stays_hard
 
 log = logging.getLogger('yolo_lrm.labelcheck')
 
@@ -36,9 +36,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument('--conf', type=float, default=0.25, help='score of a detection the model means (default .25)')
     ap.add_argument('--hard', type=float, default=0.1, help='share of the images in hard_images.txt (default .1)')
     ap.add_argument('--top', type=int, default=16, help='issues in the mosaic issues.jpg (default 16, 0: none)')
-    ap.add_argument('--track', help="a training run's track folder (labelcheck/track.py's format; train.py does not "
-                    "write it yet: docs/labelcheck.md): rank the hard images by their loss over training; default: "
-                    "WEIGHTS' run's track/ when it covers the split")
+    ap.add_argument('--track', help="a training run's track folder (RUN/track/, written by train.py --track): rank "
+                    "the hard images by their loss over training; default: WEIGHTS' run's track/ when it covers the "
+                    "split")
     ap.add_argument('--folds', type=int, default=0, help='K >= 2: audit each of K parts with a model trained on the '
                     'others (trains K runs)')
     ap.add_argument('--budget', help='with --folds: the trainer settings, a preset of python -m yolo_lrm.experiments '

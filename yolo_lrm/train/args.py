@@ -46,6 +46,7 @@ class TrainArgs:
     backup: str | None = None                          # Darknet backups folder; None: the data's backup=, '': none
     save_period: int = 0                               # also keep weights/update_<n>.pt every N updates
     cache_dir: str | None = None
+    track: bool = False                                # RUN/track/: each training image's loss per update (track.py)
 
 
 @dataclass

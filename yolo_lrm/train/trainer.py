@@ -8,11 +8,12 @@ count and therefore the schedule, and it is saved in every checkpoint and `.weig
 
 Host synchronisation: none inside the mini-batch loop; once per update all logged numbers travel in one tensor (one
 all-reduce under DDP, one copy to the host), and the non-finite check runs on it before the optimizer step, so NaN
-weights are never produced or saved.
+weights are never produced or saved.  `--track`'s per-image losses stay on the device until the next save.
 
 The run directory (`runs/train/exp`, `exp2`, ...) holds the resolved cfg and data files, `args.json`, `train.log`,
-the dataset scan log, `results.csv`/`results.png` and `weights/{last,best}.pt` + `weights/last.weights`; Darknet
-backups (`<cfg>.backup`, `<cfg>_<n>.weights`, `<cfg>_final.weights`) go to the data file's `backup=` folder, or to
+the dataset scan log, `results.csv`/`results.png`, `weights/{last,best}.pt` + `weights/last.weights`, with `--track`
+`track/` (`track.py`: each training image's loss at every update, a chunk written with each resumable checkpoint);
+Darknet backups (`<cfg>.backup`, `<cfg>_<n>.weights`, `<cfg>_final.weights`) go to the data file's `backup=` folder, or to
 `TrainArgs.backup` (`--backup`), or nowhere when that is '' (runs sharing one cfg would overwrite each other's there).
 """
 from __future__ import annotations
@@ -56,6 +57,7 @@ from .schedule import current_batch, learning_rate, schedule_warnings
 from .stopping import NonFiniteLoss, SaveFailed, StopRequest, nonfinite_message, save_failure, tensor_bytes
 from .setup import (BatchPlan, backup_dir, check_inputs, load_initial_weights, mixed_precision, plan_batches,
                     resolve_run, setup_determinism, wrap_model)
+from .track import drop_after, write_chunk, write_images
 
 
 class Trainer:
@@ -100,6 +102,8 @@ class Trainer:
         self.loader = self._build_loader()
         self._stop: StopRequest | None = None
         self._skipped_valid: set[str] = set()
+        # --track: (update, image indices on the host, their losses on the device) per mini-batch since the last save
+        self._track: list[tuple[int, torch.Tensor, torch.Tensor]] | None = [] if self.args.track else None
 
     # ------------------------------------------------------------------------------------------------ setup
     def _build_data(self) -> None:
@@ -216,7 +220,20 @@ class Trainer:
                       + (f' x {self.dist.world_size} processes' if self.dist.enabled else ''))
         self._write_scan_log()
         self._write_run_files()
+        if self.args.track:
+            self._open_track()
         self.reports = RunReports(self.run_dir, self.names, self.log.info)
+
+    def _open_track(self) -> None:
+        """track/images.txt, the dataset's order that the records index; a resumed run first drops the chunks past
+        its checkpoint (it redoes those updates)."""
+        folder = self.run_dir / 'track'
+        dropped = drop_after(folder, self.state.update)
+        if dropped:
+            self.log.info(f'track: dropped {", ".join(dropped)} (past update {self.state.update}, where the run '
+                          f'goes on)')
+        folder.mkdir(exist_ok=True)
+        write_images(folder, self.dataset.paths)
 
     def _write_scan_log(self) -> None:
         """dataset-scan.log: the issues of train= and valid=; later undecodable images are appended to it."""
@@ -305,14 +322,16 @@ class Trainer:
             reason = 'interrupted'
         if reason is not None or evaluate or (a.save_interval and k % a.save_interval == 0):
             self._save(final=final)
-        if a.save_period and k % a.save_period == 0 and self.dist.main:
-            self._save_checkpoint(self._checkpoint(), self.weights_dir / f'update_{k}.pt')
+        if a.save_period and k % a.save_period == 0:
+            self._write_track()  # every process: its records go to rank 0
+            if self.dist.main:
+                self._save_checkpoint(self._checkpoint(), self.weights_dir / f'update_{k}.pt')
         return reason
 
     def train_update(self, batches: Iterator) -> tuple[dict[str, float], bool]:
         """One update: forward/backward over `subdivisions` mini-batches from `batches` (collated `(images, targets,
-        paths)`), one synchronised look at the numbers, then the SGD step.  Returns the logged values (named as in
-        `stats.KEYS`, plus lr and size) and whether a stop was requested in any process."""
+        paths, indices)`), one synchronised look at the numbers, then the SGD step.  Returns the logged values (named
+        as in `stats.KEYS`, plus lr and size) and whether a stop was requested in any process."""
         rows, paths = self._forward_backward(batches)
         numbers, stop = self._synced_numbers(rows, paths)
         values = stats.unpack(numbers, self.plan.batch, self.plan.subdivisions * self.dist.world_size,
@@ -327,7 +346,7 @@ class Trainer:
         plan, rows, paths = self.plan, [], []
         scale = loss_scale(plan.batch, self.dist.world_size)
         for s in range(plan.subdivisions):
-            images, targets, batch_paths = next(batches)
+            images, targets, batch_paths, indices = next(batches)
             paths.append((images.shape[-1], batch_paths))
             if s == 0 and self.reports is not None and self.reports.wants_batch(self.state.update):
                 self.reports.training_batch(self.state.update, images, targets)
@@ -343,6 +362,8 @@ class Trainer:
                 result = self.crit(output.float(), targets, self.state.seen)
                 self.scaler.scale(result.total * scale).backward()
             rows.append(stats.pack(result))
+            if self._track is not None:  # each image's own loss, before any mining mask; it stays on the device
+                self._track.append((self.state.update + 1, indices, result.per_prediction.detach().sum((1, 2, 3))))
         self.net.seen = self.state.seen
         self.state.update = current_batch(self.state.seen, plan.batch)
         return rows, paths
@@ -386,6 +407,8 @@ class Trainer:
         try:
             return self._evaluate_and_log(meter)
         except Exception:
+            if not self.dist.enabled:  # under DDP the others wait in the broadcast: no gathering of their records
+                self._write_track()
             if self.dist.main:  # no barrier: the other processes wait in the broadcast of the mAP
                 self._save_checkpoint(self._checkpoint(), self.weights_dir / 'last.pt')
                 self.state.last_saved = self.state.update
@@ -446,12 +469,28 @@ class Trainer:
         return model_checkpoint(self.net, self.names, **extra)
 
     def _save(self, final: bool) -> None:
-        """last.pt and Darknet backups (rank 0), atomically."""
+        """The track's chunk, last.pt and Darknet backups (rank 0), atomically."""
+        self._write_track()
         if self.dist.main:
             self._save_checkpoint(self._checkpoint(), self.weights_dir / 'last.pt')
             self._darknet_backups(final)
         self.state.last_saved = self.state.update
         dist_utils.barrier(self.dist)
+
+    def _write_track(self) -> None:
+        """--track: the records since the last save as one chunk, written by rank 0 (under DDP with every process's
+        records) just before the checkpoint of the same update, so that resuming from it keeps exactly its chunks."""
+        if not self._track:  # no --track, or nothing new since the last save (the same on every process)
+            return
+        host = torch.cat([torch.stack([torch.full_like(i, k), i], 1) for k, i, _ in self._track])
+        loss = torch.cat([loss for _, _, loss in self._track])
+        records = torch.cat([host.to(loss.device, torch.float64), loss.double()[:, None]], 1)  # update, image, loss
+        records = dist_utils.all_gather_cat(records, self.dist).cpu()  # the one copy to the host
+        self._track.clear()
+        if self.dist.main:
+            records = records[records[:, 0].argsort(stable=True)]  # the processes' records in update order
+            folder = self.run_dir / 'track'
+            self._store(folder, lambda: write_chunk(folder, *records.numpy().T), lambda: records)
 
     def _darknet_backups(self, final: bool) -> None:
         """Darknet's files in `backup=`: `<cfg>.backup` at every save, `<cfg>_<n>.weights` at n = N, 2N, ... below

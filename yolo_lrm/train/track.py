@@ -4,9 +4,10 @@ Format (a folder, `RUN/track/`, written by the trainer with `--track`; this modu
 * `images.txt`: the training list's usable images, one absolute path per line; line i (0-based) is image index i.
 * `updates_<first>-<last>.npz`: the records of updates first..last, three equal-length arrays: `update` (int32, the
   update the image was drawn for, 1-based as `results.csv`), `image` (int32, an index into images.txt), `loss`
-  (float32, the image's summed region loss in that update's forward pass, before any mining mask).  Chunks cover
-  disjoint update ranges; a chunk is written whole (atomically) at a save, so a resumed run deletes the chunks past
-  its checkpoint (`drop_after`) and a reader never sees half a chunk.
+  (float32, the image's summed region loss in that update's forward pass, before any mining mask); under DDP the
+  records of every process.  Chunks cover disjoint update ranges; a chunk is written whole (atomically) just before
+  each resumable checkpoint, so a resumed run deletes the chunks past its checkpoint (`drop_after`) and a reader never
+  sees half a chunk.
 
 Ranking (`stays_hard`): an image's loss in an update is divided by the mean loss of that update's images (the level
 falls as training goes on, and augmentation varies by draw); an image's hardness is the mean of that ratio over its
@@ -114,6 +115,9 @@ def _read_chunk(path: Path, first: int, last: int, n_images: int) -> tuple[np.nd
 def stays_hard(track: Track, paths: Sequence[str]) -> np.ndarray:
     """Hardness of each of `paths` over training (see the module docstring); NaN for an image never drawn or not in
     the track."""
+    first: dict[str, int] = {}  # a path listed twice (the scan keeps duplicate entries) is one image: its first index
+    image = np.array([first.setdefault(os.path.abspath(p), i) for i, p in enumerate(track.images)],
+                     np.int64)[track.image]
     mean_of_update = np.zeros(track.update.max() + 1)
     counts = np.bincount(track.update, minlength=len(mean_of_update))
     np.add.at(mean_of_update, track.update, track.loss)
@@ -121,9 +125,8 @@ def stays_hard(track: Track, paths: Sequence[str]) -> np.ndarray:
     ratio = track.loss / np.where(mean_of_update[track.update] > 0, mean_of_update[track.update], 1.0)
     late = track.update > (track.update.min() + track.update.max()) / 2
     n = len(track.images)
-    late_sum, late_n = np.bincount(track.image[late], ratio[late], n), np.bincount(track.image[late], minlength=n)
-    all_sum, all_n = np.bincount(track.image, ratio, n), np.bincount(track.image, minlength=n)
+    late_sum, late_n = np.bincount(image[late], ratio[late], n), np.bincount(image[late], minlength=n)
+    all_sum, all_n = np.bincount(image, ratio, n), np.bincount(image, minlength=n)
     with np.errstate(invalid='ignore', divide='ignore'):
         hard = np.where(late_n > 0, late_sum / late_n, all_sum / all_n)   # NaN where never drawn
-    index = {os.path.abspath(p): i for i, p in enumerate(track.images)}
-    return np.array([hard[index[os.path.abspath(p)]] if os.path.abspath(p) in index else np.nan for p in paths])
+    return np.array([hard[first[os.path.abspath(p)]] if os.path.abspath(p) in first else np.nan for p in paths])
