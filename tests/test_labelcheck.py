@@ -278,6 +278,20 @@ def test_track_errors_name_the_file(tmp_path):
         tr.read_track(tmp_path)
 
 
+def test_a_resumed_track_refuses_a_changed_training_list(tmp_path):
+    paths = [str(tmp_path / f'{n}.png') for n in 'abc']
+    tr.write_images(tmp_path, paths)
+    tr.write_chunk(tmp_path, np.array([1, 2]), np.array([0, 2]), np.array([1.0, 2.0]))
+    tr.check_resumed_list(tmp_path, paths, 2)                  # the same list: the records still name its images
+    changed = [paths[0], str(tmp_path / 'x.png'), paths[2]]
+    with pytest.raises(tr.TrackError, match=r'images.txt:2: the training list changed since the track began '
+                                            r'\(3 images then, 3 now\)'):
+        tr.check_resumed_list(tmp_path, changed, 2)
+    tr.check_resumed_list(tmp_path, changed, 0)               # resumed before the chunk: it is dropped, nothing kept
+    with pytest.raises(tr.TrackError, match=r'images.txt:3: .*\(3 images then, 2 now\)'):
+        tr.check_resumed_list(tmp_path, paths[:2], 2)
+
+
 def test_command_ranks_hard_images_by_the_track_beside_the_weights(tmp_path):
     data = write_dataset(tmp_path / 'ds')
     run = tmp_path / 'run'

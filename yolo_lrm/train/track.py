@@ -67,6 +67,22 @@ def write_chunk(folder: str | os.PathLike, update: np.ndarray, image: np.ndarray
     return path
 
 
+def check_resumed_list(folder: str | os.PathLike, paths: Sequence[str], update: int) -> None:
+    """TrackError when a resumed run's training list is not the list its kept chunks (updates up to `update`)
+    index: their image numbers would name other images.  Nothing to check without images.txt or kept chunks."""
+    folder = Path(folder)
+    kept = [p for p in folder.glob('updates_*.npz') if (m := _CHUNK.search(p.name)) and int(m.group(1)) <= update]
+    if not kept or not (folder / IMAGES).is_file():
+        return
+    old = read_lines(folder / IMAGES, 'the track\'s image list', TrackError)
+    new = [os.path.abspath(p) for p in paths]
+    if old != new:
+        line = next((k for k, (a, b) in enumerate(zip(old, new)) if a != b), min(len(old), len(new))) + 1
+        raise TrackError(f'{folder / IMAGES}:{line}: the training list changed since the track began ({len(old)} '
+                         f'images then, {len(new)} now): its records would name other images; resume without '
+                         f'--track, or move {folder} away to start a new track')
+
+
 def drop_after(folder: str | os.PathLike, update: int) -> list[str]:
     """Delete the chunks holding updates after `update` (a resumed run goes on from its checkpoint); their names."""
     dropped = [p for p in sorted(Path(folder).glob('updates_*.npz'))

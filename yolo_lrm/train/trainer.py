@@ -57,7 +57,7 @@ from .schedule import current_batch, learning_rate, schedule_warnings
 from .stopping import NonFiniteLoss, SaveFailed, StopRequest, nonfinite_message, save_failure, tensor_bytes
 from .setup import (BatchPlan, backup_dir, check_inputs, load_initial_weights, mixed_precision, plan_batches,
                     resolve_run, setup_determinism, wrap_model)
-from .track import drop_after, write_chunk, write_images
+from .track import check_resumed_list, drop_after, write_chunk, write_images
 
 
 class Trainer:
@@ -98,6 +98,8 @@ class Trainer:
         self.state = self._initial_state(resolved.ckpt)  # restores optimizer, scaler and RNG when resuming
         self.wrapped = wrap_model(self.net, self.args, self.dist)  # what the forward pass calls (DDP, compiled)
         self._check_schedule()
+        if self.args.track and self.run_dir is not None:  # --resume: the kept chunks index the training list
+            check_resumed_list(self.run_dir / 'track', self.dataset.paths, self.state.update)
         self._open_run_dir()                     # only now: every input has been read and checked
         self.loader = self._build_loader()
         self._stop: StopRequest | None = None
