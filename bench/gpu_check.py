@@ -252,7 +252,7 @@ def augmentation() -> tuple[bool, str]:
 def fixed_batch(ctx: Context, t: Trainer, start: int = 0) -> tuple:
     """One collated training batch of the trainer's dataset (augmented, seeded by image index), made once; in
     pinned memory for CUDA, as the trainer's loader delivers it."""
-    size, n = t.cfg.net['width'], t.schedule.minibatch
+    size, n = t.cfg.net['width'], t.plan.minibatch
     key = (t.args.data, size, n, start)
     if key not in ctx.batches:
         images, targets, paths, indices = collate([t.dataset[((start + i) % len(t.dataset), size)] for i in range(n)])
@@ -373,8 +373,8 @@ def check_loss(ctx: Context, state: dict, note: str) -> None:
     """The region loss of the CPU's F, and its gradient, on the device against the CPU."""
     net, out = needed(state, 'net', 'F')
     targets = bench_lrm.random_targets(len(out), net.num_classes, torch.Generator().manual_seed(1))
-    cpu, grad_cpu = region_loss(RegionLoss(net.region, net.lrm), out, targets)
-    dev, grad_dev = region_loss(RegionLoss(net.region, net.lrm), out.to(ctx.device), targets.to(ctx.device))
+    cpu, grad_cpu = region_loss(RegionLoss(net.region, net.cfg.lrm), out, targets)
+    dev, grad_dev = region_loss(RegionLoss(net.region, net.cfg.lrm), out.to(ctx.device), targets.to(ctx.device))
     state.update(targets=targets, per_prediction=cpu.per_prediction.detach())
     loss_ok, loss_err = compare(dev.total, cpu.total, 0.0, LOSS_RTOL)
     grad_ok, grad_err = compare(grad_dev, grad_cpu, *GRAD_TOL)
@@ -447,7 +447,7 @@ def loss_curve(ctx: Context, amp: str) -> tuple[list[float], str]:
     """The loss of each update of the demo cfg under `amp` (NaN from a non-finite update on), and a note."""
     p = ctx.plan
     with make_trainer(ctx, DEMO, p.amp_size, p.amp_batch, amp=amp) as t:
-        batches = [fixed_batch(ctx, t, start=i * t.schedule.minibatch) for i in range(p.amp_updates)]
+        batches = [fixed_batch(ctx, t, start=i * t.plan.minibatch) for i in range(p.amp_updates)]
         losses: list[float] = []
         with contextlib.suppress(NonFiniteLoss):  # the trainer stops before a non-finite step
             for batch in batches:
@@ -607,7 +607,7 @@ def loader_rate(t: Trainer, updates: int, device: torch.device) -> tuple[float, 
         elapsed = time.perf_counter() - start
     finally:
         close_batches(batches.batches)
-    return updates * t.schedule.batch / elapsed, batches.wait / elapsed
+    return updates * t.plan.batch / elapsed, batches.wait / elapsed
 
 
 def loader_row(ctx: Context, cfg: str, workers: int, fastest: dict) -> None:

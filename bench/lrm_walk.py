@@ -44,7 +44,7 @@ def captured_predictions(weights: str, data: str, images: int, k: int):
         captured['p'] = p
         return mining_mine(lrm, p, seen_images, num_anchors)
 
-    crit = RegionLoss(net.region, net.lrm).train()
+    crit = RegionLoss(net.region, net.cfg.lrm).train()
     ds = ListDataset(parse_data(data)['train'], net.region['classes'], augment=False)
     images, targets, _, _ = collate([ds[(i, net.cfg.net['width'])] for i in range(min(images, len(ds)))])
     loss_module.mine = capture

@@ -231,7 +231,7 @@ def test_track_records_every_draw_with_its_loss_and_feeds_labelcheck(tmp_path, d
     assert track.update.tolist() == [1, 1, 1, 1, 2, 2, 2, 2]
     assert track.image.tolist() == [i for _, _, _, indices in minibatches for i in indices.tolist()]
     net, seen = copy.deepcopy(init).train(), 0
-    crit = RegionLoss(net.region, net.lrm)
+    crit = RegionLoss(net.region, net.cfg.lrm)
     with torch.no_grad():
         for k, (images, targets, paths, indices) in enumerate(minibatches[:2]):
             assert [track.images[i] for i in indices] == [os.path.abspath(p) for p in paths]
