@@ -29,6 +29,7 @@ import torch
 from .cfg import CfgError
 from .checkpoint import load_model
 from .distributed import pick_device
+from .export import ExportError, check_onnx_available, export_onnx, metadata
 from .model import Darknet
 from .onnxrun import META_VERSION, OnnxError, OnnxNetwork, check_onnxruntime
 
@@ -87,7 +88,6 @@ def cached_export(weights: str, cfg: str | None, overrides: list[str], size: tup
     overrides and size in `cache_dir()/onnx`; said on stderr before it is made (it takes seconds to a minute).
     ExportError (the exporter's packages, a failed export, a cache that cannot be written) is never the model's
     fault; a bad cfg, weights file or size raises as loading them does."""
-    from .export import ExportError, check_onnx_available, export_onnx, metadata
     check_onnx_available()
     net, names = load_model(weights, cfg, overrides)
     size = size or (net.width, net.height)
@@ -138,7 +138,6 @@ def load_network(weights: str | os.PathLike, cfg: str | os.PathLike | None = Non
     elif auto_cpu == 'torch':
         why = f'auto; --engine onnx exports it once for {ORT_GAIN}'
     else:
-        from .export import ExportError
         try:
             return load_export(weights, cfg, overrides, size, 'auto: the fastest route on a CPU')
         except (ExportError, OnnxError) as exc:  # a missing package or a failed export: not the user's to fix here
